@@ -1,0 +1,136 @@
+"""Typed interface of the encoder core: ``eventpush._core`` (Cython) and its twin ``eventpush._core_py``.
+
+Both modules define exactly these names with identical behaviour; ``eventpush.Encoder`` / ``eventpush.Batch`` are
+the selected implementation (``eventpush.IMPLEMENTATION`` is ``"cython"`` or ``"python"``), ``EncoderC`` /
+``EncoderPy`` (and ``BatchC`` / ``BatchPy``) name each one.
+
+The contract in one paragraph: an ``Encoder`` is built for one ``Dialect``. Each event is validated with the
+dialect's rules and stamped (id, timestamp) in one pass, serialized once by orjson, and its bytes are appended to
+an open batch buffer with the framing around them. A batch is sealed when the next event would exceed
+``max_batch_events`` or ``max_batch_bytes``, or on demand. A sealed ``Batch`` is immutable, exposes its body
+through the buffer protocol (``memoryview(batch)`` is zero-copy), and remembers every event's offset, length,
+collection and tag, so any subset can be re-framed for a retry from the stored bytes, never re-encoded.
+
+Errors: bad input raises ``eventpush.errors.EventValidationError`` (rules, with the spec's exact messages in
+``.message`` and ``.errors``), ``EventTooLargeError`` (per-event limit, ``.message`` = the dialect's
+``too_large_message``), or ``EventTypeError`` (not a dict; unserializable value; unsupported key; NaN/Infinity;
+nesting deeper than 255), each naming ``.index``, ``.collection`` and ``.field`` (dotted path such as
+``"a.b[2].c"``). A failing event never leaves partial bytes in a batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .dialects import Dialect
+from .errors import EventError
+
+class Batch:
+    """A sealed batch: one contiguous body plus the span of every event in it.
+
+    Events are indexed in **body order**. For ``"collections"`` framing the body groups events by collection in
+    first-seen order (push order within a collection), so body order can differ from push order; ``tag(i)``
+    tells which input an event came from.
+    """
+
+    @property
+    def count(self) -> int:
+        """Number of events."""
+    @property
+    def nbytes(self) -> int:
+        """Length of the body in bytes."""
+    @property
+    def dialect(self) -> Dialect: ...
+    def __len__(self) -> int:
+        """Same as ``count``."""
+    def __buffer__(self, flags: int) -> memoryview:
+        """Zero-copy, read-only view of the body. While a view is alive the batch refuses ``release()``."""
+    def body(self) -> bytes:
+        """A copy of the body."""
+    def event(self, i: int) -> bytes:
+        """The encoded bytes of event ``i`` (no framing)."""
+    def span(self, i: int) -> Tuple[int, int]:
+        """``(offset, length)`` of event ``i`` inside the body."""
+    def collection(self, i: int) -> Optional[str]:
+        """The collection of event ``i`` (``None`` for dialects without collections)."""
+    def tag(self, i: int) -> Any:
+        """The tag given with event ``i`` (``add(..., tag=)``), or its input index for ``encode_batch``."""
+    def tags(self) -> List[Any]:
+        """All tags in body order."""
+    def groups(self) -> List[Tuple[Optional[str], int, int]]:
+        """``[(collection, start, stop), …]``: body-index ranges per collection, in body order (one group of
+        collection ``None`` for dialects without collections)."""
+    def subset(self, indices: Sequence[int]) -> "Batch":
+        """A new sealed batch of the given events (body indices), framed anew from their stored bytes; order,
+        collections and tags kept. Raises ``IndexError`` for a bad index, ``ValueError`` for an empty subset."""
+    def release(self) -> None:
+        """Give the buffer back for reuse. Raises ``BufferError`` while a ``memoryview`` of the batch is alive;
+        afterwards the batch is empty and unusable (``count == 0``)."""
+
+class Encoder:
+    """Validates, stamps, serializes and frames events for one dialect.
+
+    ``clock``: a zero-argument callable returning **microseconds since the Unix epoch, UTC** (int); default: the
+    system clock read in C. ``urandom``: a callable ``n -> bytes`` used to refill the buffered random pool from
+    which UUID4 ids are drawn (RFC 4122 version and variant bits set); default ``os.urandom``. Both exist so tests
+    can compare exact bytes between implementations.
+
+    ``max_batch_events`` / ``max_batch_bytes`` default to the dialect's limits (``None`` = unlimited). A single event
+    larger than ``max_batch_bytes`` (but within the per-event limit) gets a batch of its own.
+
+    Not thread-safe: one encoder per thread, or a lock around it (the Batcher holds one).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        max_batch_events: Optional[int] = ...,
+        max_batch_bytes: Optional[int] = ...,
+        clock: Optional[Callable[[], int]] = None,
+        urandom: Optional[Callable[[int], bytes]] = None,
+    ) -> None: ...
+    @property
+    def dialect(self) -> Dialect: ...
+    @property
+    def pending(self) -> int:
+        """Events in the open (unsealed) batch."""
+    @property
+    def pending_bytes(self) -> int:
+        """Body bytes of the open batch, as it would be if sealed now."""
+    def encode(self, event: Any, collection: Optional[str] = None) -> bytes:
+        """Validate, stamp and serialize one event; return its bytes (a single-event request body). Errors carry
+        ``index=0``."""
+    def add(self, event: Any, collection: Optional[str] = None, tag: Any = None) -> Optional[Batch]:
+        """Encode one event into the open batch.
+
+        Returns the batch that was sealed to make room (the event then opens the next batch) or that became full
+        with this event (``max_batch_events`` reached); otherwise ``None``. On bad input raises (``index=0``) and the
+        open batch is unchanged.
+        """
+    def seal(self) -> Optional[Batch]:
+        """Seal and return the open batch, or ``None`` when it is empty."""
+    def encode_batch(
+        self,
+        events: Union[Sequence[Any], Mapping[str, Sequence[Any]]],
+        collection: Optional[str] = None,
+    ) -> Tuple[List[Batch], List[EventError]]:
+        """Encode many events at once, independently of the open batch.
+
+        ``events`` is a list (with ``collection`` for dialects that need one) or a mapping ``{collection: [events]}``
+        (``collection`` must then be ``None``); a mapping value that is not a list raises ``EventTypeError``
+        ("Events must be a list of dict objects", ``collection`` set). Every good event is encoded even when
+        others fail. Returns the sealed batches (split by the limits; tags are the input positions: ``i`` for a list,
+        ``(collection, i)`` for a mapping) and one error per bad event, in input order, each with ``.index`` (its
+        position in its list) and ``.collection``.
+        """
+
+def uuid4_str(urandom: Optional[Callable[[int], bytes]] = None) -> str:
+    """One UUID4 string from the shared buffered pool (or from ``urandom`` when given)."""
+
+def format_iso_naive(micros: int) -> str:
+    """``datetime.utcfromtimestamp(micros / 1e6).isoformat()`` without the deprecation: microseconds only when
+    non-zero."""
+
+def format_iso_seconds_z(micros: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
