@@ -2,14 +2,18 @@
 
 The engine (``Encoder``, ``Batch``, and the delivery layer) is shared by three faces: ``eventpush.connect``,
 ``eventpush.barchart`` and ``eventpush.realtime``; ``eventpush.hub`` is the server they talk to.
+
+The encoder core is loaded on first use of one of its names (``Encoder``, ``IMPLEMENTATION``, …), so that
+``eventpush serve`` and the CLI start without it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import Any
 
 from . import errors
-from ._impl import IMPLEMENTATION, core, core_c, core_py
 from .dialects import BARCHART, CONNECT, CONNECT_RUBY, JSON_ARRAY, NDJSON, Dialect, get_dialect
 from .errors import (
     BufferFullError,
@@ -26,14 +30,35 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-Encoder = core.Encoder
-Batch = core.Batch
-EncoderPy = core_py.Encoder
-BatchPy = core_py.Batch
-EncoderC = core_c.Encoder if core_c is not None else None
-BatchC = core_c.Batch if core_c is not None else None
-
 logging.getLogger("eventpush").addHandler(logging.NullHandler())
+
+# name -> (module, attribute); resolved on first access (PEP 562)
+_LAZY = {
+    "IMPLEMENTATION": ("._impl", "IMPLEMENTATION"),
+    "Encoder": ("._impl", "core.Encoder"),
+    "Batch": ("._impl", "core.Batch"),
+    "EncoderPy": ("._impl", "core_py.Encoder"),
+    "BatchPy": ("._impl", "core_py.Batch"),
+    "EncoderC": ("._impl", "core_c.Encoder"),
+    "BatchC": ("._impl", "core_c.Batch"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, path = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'eventpush' has no attribute {name!r}") from None
+    value: Any = importlib.import_module(module_name, __name__)
+    for part in path.split("."):
+        value = None if value is None else getattr(value, part)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",
