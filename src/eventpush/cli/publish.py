@@ -1,0 +1,41 @@
+"""``eventpush publish CHANNEL MESSAGE [--to URL]``: publish one realtime message (Push)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_HUB = "http://127.0.0.1:8787"
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser(
+        "publish",
+        help="publish a realtime message to a channel",
+        description="Publish MESSAGE to CHANNEL through a hub (HTTP) or straight to RabbitMQ (amqp://).",
+    )
+    p.add_argument("channel", metavar="CHANNEL", help="the channel, e.g. /greetings")
+    p.add_argument("message", metavar="MESSAGE", help="the message text; '-' reads the raw bytes from stdin")
+    p.add_argument(
+        "--to",
+        metavar="URL",
+        default=None,
+        help=f"hub URL or amqp:// URL (default: $EVENTPUSH_PUSH_TARGET, else {DEFAULT_HUB})",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import EventPushError
+    from ..realtime import Producer
+
+    target = args.to or os.environ.get("EVENTPUSH_PUSH_TARGET") or DEFAULT_HUB
+    message = sys.stdin.buffer.read() if args.message == "-" else args.message
+    try:
+        with Producer(target) as producer:
+            producer.publish(message).to(args.channel)
+    except (EventPushError, ValueError) as exc:
+        print(f"eventpush publish: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,110 @@
+"""``eventpush subscribe CHANNEL [--from URL] [--consumer ID]``: print realtime messages as they arrive (Push)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import BinaryIO, Optional
+
+DEFAULT_HUB = "http://127.0.0.1:8787"
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    p = subparsers.add_parser(
+        "subscribe",
+        help="print the messages of a realtime channel as they arrive",
+        description="Long-poll CHANNEL on a hub (or consume it straight from RabbitMQ with an amqp:// URL) and print "
+        "each message on its own line. Ctrl-C stops (exit 0).",
+    )
+    p.add_argument("channel", metavar="CHANNEL", help="the channel, e.g. /greetings")
+    p.add_argument("--from", dest="source", metavar="URL", default=None,
+                   help=f"hub URL or amqp:// URL (default: $EVENTPUSH_PUSH_TARGET, else {DEFAULT_HUB})")
+    p.add_argument("--consumer", metavar="ID", default=None,
+                   help="consumer id (default: a fresh one, kept for the whole run so no message is missed "
+                   "between polls)")
+    p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N messages")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="long-poll timeout asked of the hub")
+    p.set_defaults(func=run)
+
+
+def _emit(out: BinaryIO, body: bytes) -> None:
+    out.write(body + b"\n")
+    out.flush()
+
+
+def _via_http(url: str, channel: str, consumer: str, count: Optional[int], timeout: float, out: BinaryIO) -> int:
+    import time
+
+    import urllib3
+
+    from ..realtime.producer import _HttpTarget
+
+    target_url = _HttpTarget(url, None, 10.0).url_for(channel)
+    pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10.0, read=timeout + 30.0), retries=False)
+    got = 0
+    delay = 0.5
+    while count is None or got < count:
+        try:
+            r = pool.request("GET", target_url, headers={"Consumer-Id": consumer})
+        except urllib3.exceptions.HTTPError as exc:
+            print(f"eventpush subscribe: {exc}; retrying in {delay:.1f} s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        delay = 0.5
+        if r.status == 200:
+            _emit(out, r.data)
+            got += 1
+        elif r.status != 204:
+            print(f"eventpush subscribe: HTTP {r.status}: {r.data[:200]!r}", file=sys.stderr)
+            if 400 <= r.status < 500:
+                return 1
+            time.sleep(1.0)
+    return 0
+
+
+def _via_amqp(url: str, channel: str, consumer: str, count: Optional[int], out: BinaryIO) -> int:
+    import asyncio
+
+    from ..realtime.amqp import AmqpBackend
+
+    async def main() -> int:
+        backend = AmqpBackend(url)
+        await backend.start()
+        sub = await backend.subscribe(consumer, channel)
+        got = 0
+        try:
+            while count is None or got < count:
+                d = await sub.get(None)
+                if d is None:
+                    break
+                _emit(out, d.body)
+                await d.ack()
+                got += 1
+        finally:
+            await sub.cancel()
+            await backend.close()
+        return 0
+
+    return asyncio.run(main())
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..realtime import Consumer, InvalidChannelError
+    from ..realtime._base import check_channel
+
+    source = args.source or os.environ.get("EVENTPUSH_PUSH_TARGET") or DEFAULT_HUB
+    consumer = Consumer(args.consumer).id
+    try:
+        check_channel(args.channel)
+    except InvalidChannelError as exc:
+        print(f"eventpush subscribe: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stdout.buffer
+    try:
+        if source.lower().startswith(("amqp://", "amqps://")):
+            return _via_amqp(source, args.channel, consumer, args.count, out)
+        return _via_http(source, args.channel, consumer, args.count, args.timeout, out)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C is how a subscription ends

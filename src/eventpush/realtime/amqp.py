@@ -1,0 +1,476 @@
+"""The RabbitMQ backend (``"amqp"``), with Push's own topology.
+
+- one fanout exchange per channel, named exactly as the channel, declared ``auto_delete`` by publishers and
+  subscribers; publish = a message to that exchange with no routing key;
+- one queue per (consumer, channel) named ``"{consumer}@{channel}"``, bound to the exchange, with
+  ``x-expires = queue_ttl * 1000`` — RabbitMQ deletes it (and, with its last binding, the exchange) once unused;
+- consumption on one shared channel with ``prefetch 1`` per consumer and manual acks, settled only after the
+  transport handed the message to the client.
+
+aio-pika's ``connect_robust`` reconnects after a broker restart; per-request queues and consumers are declared
+non-robust (they must not pile up in aio-pika's restore registry) and are re-opened by the subscription itself
+when its channel died. Publishing goes through one pump task with publisher confirms: ``publish()`` is a
+thread-safe append; messages are kept (bounded) and retried while the broker is away — never dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+try:
+    import aio_pika
+    from aio_pika import ExchangeType
+except ImportError as exc:  # pragma: no cover - depends on the extra
+    raise ImportError("the amqp realtime backend needs aio-pika: pip install 'eventpush[amqp]'") from exc
+
+from ._base import BrokerUnavailableError, check_channel, check_consumer
+from .backends import Backend, Delivery, Subscription, _set_if_pending, register_backend
+
+__all__ = ["AmqpBackend", "DEFAULT_URL"]
+
+log = logging.getLogger("eventpush.realtime.amqp")
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+# Exceptions that mean "the broker/channel is away right now" rather than a bug.
+_AWAY = (
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    RuntimeError,
+)
+
+
+class AmqpBackend(Backend):
+    """RabbitMQ broker for several hub processes. ``url`` is an ``amqp://`` URL."""
+
+    name = "amqp"
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        queue_ttl: float = 15.0,
+        reconnect_interval: float = 1.0,
+        subscribe_timeout: float = 2.0,
+        max_pending: int = 100_000,
+        **options: Any,
+    ) -> None:
+        super().__init__(queue_ttl=queue_ttl)
+        self.url = url
+        self.reconnect_interval = reconnect_interval
+        self.subscribe_timeout = subscribe_timeout
+        self.max_pending = max_pending
+        self._conn: Any = None
+        self._sub_ch: Any = None
+        self._pub_ch: Any = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread = 0
+        self._outbox: Deque[Tuple[str, bytes, Optional[asyncio.Future]]] = deque()
+        self._wake_fut: Optional[asyncio.Future] = None
+        self._wake_pending = False
+        self._pump_task: Optional[asyncio.Task] = None
+        self._connect_task: Optional[asyncio.Task] = None
+        self._connected: Optional[asyncio.Event] = None  # created on the serving loop in start()
+        self._started = False
+        self._closed = False
+        self._start_lock = threading.Lock()
+        self.published = 0
+        self.confirmed = 0
+        self.dropped_overflow = 0
+        self.publish_retries = 0
+        self.reconnects = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect (or keep trying in the background while the broker is down)."""
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._connected = asyncio.Event()
+        self._pump_task = asyncio.ensure_future(self._pump())
+        self._connect_task = asyncio.ensure_future(self._connect_forever())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connected.wait()), timeout=5.0)
+        except asyncio.TimeoutError:
+            log.warning("RabbitMQ at %s not reachable yet; retrying in the background", _safe(self.url))
+
+    async def _connect_forever(self) -> None:
+        while not self._closed:
+            try:
+                conn = await aio_pika.connect_robust(
+                    self.url, reconnect_interval=self.reconnect_interval, timeout=5.0
+                )
+                sub = await conn.channel()
+                await sub.set_qos(prefetch_count=1)  # per consumer (global=False)
+                pub = await conn.channel(publisher_confirms=True)
+            except _AWAY as exc:
+                log.warning("cannot connect to RabbitMQ at %s: %s; retrying", _safe(self.url), exc)
+                await asyncio.sleep(self.reconnect_interval)
+                continue
+            self._conn, self._sub_ch, self._pub_ch = conn, sub, pub
+            conn.reconnect_callbacks.add(self._on_reconnect)
+            conn.close_callbacks.add(self._on_close)
+            assert self._connected is not None
+            self._connected.set()
+            self._kick()
+            log.info("connected to RabbitMQ at %s", _safe(self.url))
+            return
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.reconnects += 1
+        log.info("reconnected to RabbitMQ at %s", _safe(self.url))
+        if self._connected is not None:
+            self._connected.set()
+        self._kick()
+
+    def _on_close(self, *_: Any) -> None:
+        if self._connected is not None and not self._closed:
+            self._connected.clear()
+            log.warning("lost the RabbitMQ connection to %s; reconnecting", _safe(self.url))
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection to RabbitMQ is up."""
+        return self._connected is not None and self._connected.is_set() and self._conn is not None \
+            and not self._conn.is_closed
+
+    async def wait_ready(self, timeout: Optional[float]) -> bool:
+        """Wait until the subscription channel is usable; False after ``timeout``."""
+        if not self._started:
+            await self.start()
+        try:
+            await asyncio.wait_for(self._ready(), timeout=timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def _ready(self) -> None:
+        assert self._connected is not None
+        while True:
+            await self._connected.wait()
+            ch = self._sub_ch
+            conn = self._conn
+            if conn is not None and not conn.is_closed and ch is not None:
+                try:
+                    await ch.ready()
+                    und = await ch.get_underlay_channel()
+                    if not und.is_closed:
+                        return
+                except _AWAY:
+                    pass
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        """Flush what can still be published (briefly), then disconnect."""
+        if self._closed:
+            return
+        if self._started and self._outbox and self._connected is not None and self._connected.is_set():
+            try:
+                await asyncio.wait_for(self.flush(), timeout=5.0)
+            except (asyncio.TimeoutError, BrokerUnavailableError):
+                log.warning("closing with %d unpublished messages", len(self._outbox))
+        self._closed = True
+        for t in (self._pump_task, self._connect_task):
+            if t is not None:
+                t.cancel()
+                try:
+                    await t
+                except BaseException:  # noqa: BLE001 - it was cancelled
+                    pass
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+    def publish(self, message: bytes, channel: str) -> None:
+        """Thread-safe buffered publish: appended to the pump's outbox, confirmed in the background."""
+        check_channel(channel)  # a name RabbitMQ refuses would block the pump forever
+        self._enqueue(((channel, message, None),))
+
+    def publish_many(self, messages: Any, channel: str) -> None:
+        check_channel(channel)
+        self._enqueue([(channel, m, None) for m in messages])
+
+    def _enqueue(self, items: Any) -> None:
+        if self._closed:
+            from ._base import ClosedError
+
+            raise ClosedError("the amqp backend is closed")
+        out = self._outbox
+        for it in items:
+            out.append(it)
+            self.published += 1
+        while len(out) > self.max_pending:
+            ch, _, fut = out.popleft()
+            self.dropped_overflow += 1
+            log.error("RabbitMQ outbox full (%d): dropped the oldest message for %r", self.max_pending, ch)
+            if fut is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(_fail, fut, BrokerUnavailableError("outbox overflow"))
+        self._kick()
+
+    def _kick(self) -> None:
+        if self._loop is None or self._wake_pending:
+            return
+        self._wake_pending = True
+        if threading.get_ident() == self._thread:
+            self._do_wake()
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._do_wake)
+            except RuntimeError:
+                pass
+
+    def _do_wake(self) -> None:
+        self._wake_pending = False
+        if self._wake_fut is not None and not self._wake_fut.done():
+            self._wake_fut.set_result(None)
+
+    async def publish_async(self, messages: List[bytes], channel: str) -> None:
+        """Publish and wait for the broker's confirms."""
+        check_channel(channel)
+        if not self._started:
+            await self.start()
+        if not self.connected:
+            raise BrokerUnavailableError(f"RabbitMQ at {_safe(self.url)} is not reachable", method="PUBLISH")
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in messages]
+        self._enqueue([(channel, m, f) for m, f in zip(messages, futs)])
+        await asyncio.gather(*futs)
+
+    async def flush(self) -> None:
+        """Wait until everything published so far was confirmed."""
+        loop = asyncio.get_running_loop()
+        marker = loop.create_future()
+        self._outbox.append(("", b"", marker))  # an empty channel is never published: the pump resolves it
+        self._kick()
+        await marker
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            if not self._outbox or self._connected is None or not self._connected.is_set():
+                self._wake_fut = loop.create_future()
+                if self._outbox and self._connected is not None and not self._connected.is_set():
+                    await asyncio.wait((self._wake_fut,), timeout=0.5)
+                else:
+                    await self._wake_fut
+                self._wake_fut = None
+                continue
+            batch: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+            while self._outbox and len(batch) < 1000:
+                batch.append(self._outbox.popleft())
+            try:
+                failed = await self._publish_batch(batch)
+            except asyncio.CancelledError:
+                self._outbox.extendleft(reversed(batch))
+                raise
+            if failed:
+                self.publish_retries += len(failed)
+                self._outbox.extendleft(reversed(failed))
+                await asyncio.sleep(0.2)
+
+    async def _publish_batch(self, batch: List[Tuple[str, bytes, Optional[asyncio.Future]]]) -> list:
+        ch = self._pub_ch
+        real = [it for it in batch if it[0]]
+        try:
+            if real:
+                await ch.ready()
+                exchanges: Dict[str, Any] = {}
+                for name, _, _ in real:
+                    if name not in exchanges:
+                        exchanges[name] = await ch.declare_exchange(
+                            name, ExchangeType.FANOUT, auto_delete=True, robust=False
+                        )
+        except _AWAY as exc:
+            log.debug("publish deferred (%s)", exc)
+            return batch
+        results = await asyncio.gather(
+            *(exchanges[name].publish(aio_pika.Message(body), routing_key="") for name, body, _ in real),
+            return_exceptions=True,
+        )
+        failed: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+        i = 0
+        for it in batch:
+            name, _, fut = it
+            if not name:  # flush marker: everything before it was settled
+                if not failed and fut is not None and not fut.done():
+                    fut.set_result(None)
+                elif fut is not None:
+                    failed.append(it)
+                continue
+            r = results[i]
+            i += 1
+            if isinstance(r, BaseException):
+                failed.append(it)
+            else:
+                self.confirmed += 1
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+        return failed
+
+    # -- subscribing --------------------------------------------------------------------------------------------
+    async def subscribe(self, consumer: str, channel: str) -> "_AmqpSubscription":
+        check_consumer(consumer)
+        check_channel(channel)
+        if not self._started:
+            await self.start()
+        sub = _AmqpSubscription(self, consumer, channel)
+        # while the broker is away a request fails soon (503 + Retry-After) rather than hanging
+        await sub._open(self.subscribe_timeout)
+        return sub
+
+    def stats(self) -> Dict[str, int]:
+        return {
+            "published": self.published,
+            "confirmed": self.confirmed,
+            "pending": len(self._outbox),
+            "dropped_overflow": self.dropped_overflow,
+            "publish_retries": self.publish_retries,
+            "reconnects": self.reconnects,
+        }
+
+
+def _fail(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password (for logs)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+class _AmqpSubscription(Subscription):
+    """A consumer on ``"{consumer}@{channel}"``; re-opened transparently when the broker came back."""
+
+    def __init__(self, backend: AmqpBackend, consumer: str, channel: str) -> None:
+        self._b = backend
+        self.consumer = consumer
+        self.channel = channel
+        self.queue_name = f"{consumer}@{channel}"
+        self._queue: Any = None
+        self._tag: Optional[str] = None
+        self._closing: Optional[asyncio.Future] = None
+        self._buf: Deque[Any] = deque()
+        self._waiter: Optional[asyncio.Future] = None
+        self._opening: Optional[asyncio.Future] = None
+        self._cancelled = False
+
+    async def _open(self, timeout: Optional[float]) -> None:
+        b = self._b
+        if not await b.wait_ready(timeout):
+            raise BrokerUnavailableError(f"RabbitMQ at {_safe(b.url)} is not reachable")
+        ch = b._sub_ch
+        try:
+            und = await ch.get_underlay_channel()
+            ex = await ch.declare_exchange(self.channel, ExchangeType.FANOUT, auto_delete=True, robust=False)
+            q = await ch.declare_queue(
+                self.queue_name, arguments={"x-expires": int(b.queue_ttl * 1000)}, robust=False
+            )
+            await q.bind(ex, robust=False)
+            self._tag = await q.consume(self._on_message, no_ack=False, robust=False)
+        except _AWAY as exc:
+            raise BrokerUnavailableError(f"cannot subscribe {self.queue_name!r}: {exc}") from exc
+        self._queue = q
+        self._closing = und.closing
+
+    async def _on_message(self, message: Any) -> None:
+        if self._cancelled:
+            # delivered after the consumer was cancelled (the response is gone): back to the head of the queue
+            await _settle(message, False, True)
+            return
+        self._buf.append(message)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _broken(self) -> bool:
+        return self._closing is None or self._closing.done()
+
+    async def get(self, timeout: Optional[float]) -> Optional[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._cancelled:
+            if self._buf:
+                msg = self._buf.popleft()
+                return Delivery(msg.body, functools.partial(_settle, msg))
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            if self._broken():
+                # The channel died (broker restart): messages it held are requeued by RabbitMQ; resubscribe.
+                # Shielded: a request that ends meanwhile must not leave a half-registered consumer behind;
+                # cancel() waits for this to finish and then cancels the consumer.
+                self._buf.clear()
+                self._opening = asyncio.ensure_future(self._open(remaining))
+                try:
+                    await asyncio.shield(self._opening)
+                except BrokerUnavailableError:
+                    if deadline is None:
+                        await asyncio.sleep(0.5)
+                        continue
+                    return None
+                continue
+            waiter = self._waiter = loop.create_future()
+            closing = self._closing
+            assert closing is not None
+            try:
+                await asyncio.wait((waiter, closing), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self._waiter = None
+        return None
+
+    async def cancel(self) -> None:
+        """Cancel the consumer first, then requeue whatever arrived but was not handed out."""
+        if self._cancelled:
+            return
+        self._cancelled = True
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        if self._opening is not None and not self._opening.done():
+            try:
+                await self._opening
+            except BaseException:  # noqa: BLE001 - a failed re-open leaves nothing to cancel
+                pass
+        if self._queue is not None and self._tag is not None and not self._broken():
+            try:
+                await self._queue.cancel(self._tag)
+            except _AWAY as exc:
+                log.debug("cancel of %s failed: %s", self.queue_name, exc)
+        while self._buf:
+            await _settle(self._buf.popleft(), False, True)
+
+
+async def _settle(message: Any, ack: bool, requeue: bool) -> None:
+    try:
+        if ack:
+            await message.ack()
+        else:
+            await message.reject(requeue=requeue)
+    except _AWAY as exc:
+        # The channel that delivered it is gone: RabbitMQ already requeued the message (a rare duplicate is the
+        # price of ack-after-hand-off, as the spec says).
+        log.debug("could not settle a delivery: %s", exc)
+    except aio_pika.exceptions.MessageProcessError:
+        pass
+
+
+register_backend("amqp", AmqpBackend)

@@ -1,0 +1,412 @@
+"""``Producer``: ``Producer(target).publish(message).to(channel)``.
+
+``target`` is where messages go:
+
+- ``None`` — the configured default backend (:func:`eventpush.realtime.configure`; the environment variable
+  ``EVENTPUSH_PUSH_TARGET`` may name a hub or AMQP URL instead, so a separate script reaches a running hub);
+- a hub URL ``http(s)://host:port`` — ``POST {hub}/push{channel}`` → 204 (a URL with a path is used as the push base
+  itself, e.g. a standalone Dispatcher at ``http://host:port/``… pass ``prefix=""``);
+- an AMQP URL ``amqp://…`` — published straight to RabbitMQ (fanout exchange named by the channel) with publisher
+  confirms, from a background I/O thread;
+- a backend name (``"embedded"``, ``"test"``…) or a :class:`~eventpush.realtime.Backend` instance.
+
+Messages are ``str`` (UTF-8) or ``bytes`` unchanged, or ``dict`` / ``list`` encoded with orjson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+from typing import Any, Dict, Iterable, List, Optional, Union
+from urllib.parse import quote, urlsplit
+
+from ..errors import ClosedError, ConnectError, HTTPStatusError, TimeoutError
+from ._base import BrokerUnavailableError, MessageTooLargeError, check_channel, to_bytes
+from .backends import Backend, get_backend
+
+__all__ = ["Producer", "AsyncProducer", "Publication", "AsyncPublication"]
+
+log = logging.getLogger("eventpush.realtime.producer")
+
+Target = Union[None, str, Backend]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# targets
+
+
+class _HttpTarget:
+    """Publishing through a hub's (or a Dispatcher's) HTTP publish endpoint."""
+
+    def __init__(self, url: str, prefix: Optional[str], timeout: float) -> None:
+        import urllib3
+
+        from .dispatcher import BATCH_CONTENT_TYPE
+
+        parts = urlsplit(url)
+        if prefix is None:
+            prefix = "/push" if parts.path in ("", "/") else ""
+        self.base = url.rstrip("/") + prefix.rstrip("/")
+        self._batch_type = BATCH_CONTENT_TYPE
+        self._pool = urllib3.PoolManager(
+            maxsize=8,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # Connect failures are safe to retry (nothing was sent); a POST that reached the server is not.
+            retries=urllib3.Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.1),
+        )
+
+    def url_for(self, channel: str) -> str:
+        return self.base + quote(channel if channel.startswith("/") else "/" + channel, safe="/:@!$&'()*+,;=-._~")
+
+    def send(self, messages: List[bytes], channel: str) -> None:
+        import urllib3
+
+        url = self.url_for(channel)
+        if len(messages) == 1:
+            body, headers = messages[0], {"Content-Type": "application/octet-stream"}
+        else:
+            from .dispatcher import encode_batch
+
+            body, headers = encode_batch(messages), {"Content-Type": self._batch_type}
+        try:
+            r = self._pool.request("POST", url, body=body, headers=headers)
+        except urllib3.exceptions.MaxRetryError as exc:
+            reason = exc.reason
+            # NewConnectionError subclasses urllib3's TimeoutError: a refused connection is not a timeout
+            if isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+                reason, urllib3.exceptions.NewConnectionError
+            ):
+                raise TimeoutError(f"timed out publishing to {channel!r}: {reason}", method="POST", url=url) from None
+            raise ConnectError(f"cannot publish to {channel!r}: {reason}", method="POST", url=url) from None
+        except urllib3.exceptions.TimeoutError as exc:
+            raise TimeoutError(f"timed out publishing to {channel!r}: {exc}", method="POST", url=url) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise ConnectError(f"cannot publish to {channel!r}: {exc}", method="POST", url=url) from None
+        if r.status == 413:
+            raise MessageTooLargeError(
+                f"the server refused the message as too large: {r.data[:200].decode('utf-8', 'replace').strip()}",
+                index=0 if len(messages) == 1 else None,
+            )
+        if r.status == 204 and r.headers.get("X-Push-Published") is None:
+            raise HTTPStatusError(
+                f"{url} did not publish (a 204 without X-Push-Published: publishing is not enabled there, so the "
+                "POST was taken as a long-poll)",
+                status=204,
+                method="POST",
+                url=url,
+            )
+        if r.status != 204:
+            raise HTTPStatusError(
+                f"publishing to {channel!r} failed: HTTP {r.status} {r.data[:200]!r}",
+                status=r.status,
+                body=r.data,
+                method="POST",
+                url=url,
+            )
+
+    def flush(self, timeout: Optional[float]) -> None:
+        pass
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class _AmqpTarget:
+    """An :class:`~eventpush.realtime.amqp.AmqpBackend` on a private event loop thread (one per URL, shared)."""
+
+    def __init__(self, url: str) -> None:
+        from .amqp import AmqpBackend
+
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.backend = AmqpBackend(url)
+        self._thread = threading.Thread(target=self._run, name="eventpush-amqp-producer", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait()
+        self._call(self.backend.start(), 15.0)
+        self.closed = False
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def _call(self, coro: Any, timeout: Optional[float]) -> Any:
+        import concurrent.futures
+
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise BrokerUnavailableError(
+                f"RabbitMQ did not confirm within {timeout} s", method="PUBLISH", url=_safe(self.url)
+            ) from None
+
+    def send(self, messages: List[bytes], channel: str) -> None:
+        if self.closed:
+            raise ClosedError("producer is closed")
+        if len(messages) == 1:
+            # a buffered publish: never blocks the caller (spec §2); flush() waits for the confirms
+            self.backend.publish(messages[0], channel)
+        else:
+            self._call(self.backend.publish_async(messages, channel), 30.0)
+
+    def flush(self, timeout: Optional[float]) -> None:
+        self._call(self.backend.flush(), timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._call(self.backend.close(), 10.0)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5.0)
+
+
+def _safe(url: str) -> str:
+    from .amqp import _safe as s
+
+    return s(url)
+
+
+class _BackendTarget:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def send(self, messages: List[bytes], channel: str) -> None:
+        if len(messages) == 1:
+            self.backend.publish(messages[0], channel)
+        else:
+            self.backend.publish_many(messages, channel)
+
+    def flush(self, timeout: Optional[float]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_amqp_lock = threading.Lock()
+_amqp_targets: Dict[str, _AmqpTarget] = {}
+
+
+def _shared_amqp(url: str) -> _AmqpTarget:
+    with _amqp_lock:
+        t = _amqp_targets.get(url)
+        if t is None or t.closed:
+            t = _amqp_targets[url] = _AmqpTarget(url)
+        return t
+
+
+@atexit.register
+def _flush_amqp_at_exit() -> None:
+    # A script's last `Producer(...).publish(...).to(...)` is buffered: deliver it before the interpreter exits.
+    for t in list(_amqp_targets.values()):
+        try:
+            t.flush(10.0)
+            t.close()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised at exit
+            log.error("unpublished realtime messages at exit (%s): %s", _safe(t.url), exc)
+
+
+def _resolve(target: Target, prefix: Optional[str], timeout: float) -> Any:
+    if target is None:
+        env = os.environ.get("EVENTPUSH_PUSH_TARGET", "").strip()
+        if env:
+            return _resolve(env, prefix, timeout)
+        from .config import default_backend, get_config
+
+        if get_config().backend == "amqp":
+            b = default_backend()
+            if getattr(b, "_started", False):  # inside a process serving it: hand over to its pump
+                return _BackendTarget(b)
+            return _shared_amqp(get_config().amqp.url)
+        return _BackendTarget(default_backend())
+    if isinstance(target, Backend):
+        return _BackendTarget(target)
+    if isinstance(target, str):
+        low = target.lower()
+        if low.startswith(("http://", "https://")):
+            return _HttpTarget(target, prefix, timeout)
+        if low.startswith(("amqp://", "amqps://")):
+            return _shared_amqp(target)
+        if target in ("embedded", "memory"):
+            from .config import default_backend, get_config
+
+            if get_config().backend == "embedded":
+                return _BackendTarget(default_backend())
+        return _BackendTarget(get_backend(target)())
+    raise TypeError(f"Producer target must be None, a URL, a backend name or a Backend, not {type(target).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the public API
+
+
+class Publication:
+    """What :meth:`Producer.publish` returns: call :meth:`to` with the channel."""
+
+    __slots__ = ("_producer", "_messages")
+
+    def __init__(self, producer: "Producer", messages: List[bytes]) -> None:
+        self._producer = producer
+        self._messages = messages
+
+    def to(self, channel: str) -> None:
+        """Hand the message(s) to the broker for ``channel``; returns None. Thread-safe."""
+        check_channel(channel)
+        self._producer._send(self._messages, channel)
+
+
+class Producer:
+    """``Producer(target=None).publish(message).to(channel)``; ``publish_many(messages).to(channel)`` sends a batch
+    in one round trip (one POST, or one confirmed burst on RabbitMQ). A context manager; thread-safe."""
+
+    def __init__(
+        self,
+        target: Target = None,
+        *,
+        backend: Target = None,
+        prefix: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if backend is not None:  # spec §2 spells it Producer(backend=None)
+            if target is not None:
+                raise TypeError("give target or backend, not both")
+            target = backend
+        self._target = _resolve(target, prefix, timeout)
+        self._closed = False
+
+    def publish(self, message: Any) -> Publication:
+        """A message (str, bytes, dict or list) to publish; call ``.to(channel)`` on the result."""
+        return Publication(self, [to_bytes(message)])
+
+    def publish_many(self, messages: Iterable[Any]) -> Publication:
+        """Several messages for one channel, published in order in one round trip."""
+        return Publication(self, [to_bytes(m, index=i) for i, m in enumerate(messages)])
+
+    def _send(self, messages: List[bytes], channel: str) -> None:
+        if self._closed:
+            raise ClosedError("this Producer is closed")
+        if messages:
+            self._target.send(messages, channel)
+
+    def flush(self, timeout: Optional[float] = 30.0) -> None:
+        """Wait until buffered publishes were confirmed by the broker (AMQP targets; no-op otherwise)."""
+        self._target.flush(timeout)
+
+    def close(self) -> None:
+        """Flush and release this producer (shared AMQP connections stay open for other producers)."""
+        if not self._closed:
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                if isinstance(self._target, _HttpTarget):
+                    self._target.close()
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncPublication:
+    """What :meth:`AsyncProducer.publish` returns: ``await ….to(channel)``."""
+
+    __slots__ = ("_producer", "_messages")
+
+    def __init__(self, producer: "AsyncProducer", messages: List[bytes]) -> None:
+        self._producer = producer
+        self._messages = messages
+
+    async def to(self, channel: str) -> None:
+        """Publish to ``channel``; returns when the broker (or hub) took the message(s)."""
+        check_channel(channel)
+        await self._producer._send(self._messages, channel)
+
+
+class AsyncProducer:
+    """The asyncio variant: ``await AsyncProducer(target).publish(message).to(channel)``. On AMQP, ``to`` waits
+    for the publisher confirm; over HTTP the request runs in a worker thread."""
+
+    def __init__(
+        self,
+        target: Target = None,
+        *,
+        backend: Target = None,
+        prefix: Optional[str] = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if backend is not None:
+            if target is not None:
+                raise TypeError("give target or backend, not both")
+            target = backend
+        self._spec = target
+        self._prefix = prefix
+        self._timeout = timeout
+        self._target: Any = None
+        self._amqp: Any = None
+        self._closed = False
+
+    def publish(self, message: Any) -> AsyncPublication:
+        """A message to publish; ``await`` ``.to(channel)`` on the result."""
+        return AsyncPublication(self, [to_bytes(message)])
+
+    def publish_many(self, messages: Iterable[Any]) -> AsyncPublication:
+        """Several messages for one channel in one round trip."""
+        return AsyncPublication(self, [to_bytes(m, index=i) for i, m in enumerate(messages)])
+
+    async def _send(self, messages: List[bytes], channel: str) -> None:
+        if self._closed:
+            raise ClosedError("this AsyncProducer is closed")
+        if not messages:
+            return
+        spec = self._spec
+        if spec is None:
+            env = os.environ.get("EVENTPUSH_PUSH_TARGET", "").strip()
+            if env:
+                spec = env
+            else:
+                from .config import get_config
+
+                if get_config().backend == "amqp":
+                    spec = get_config().amqp.url
+        if isinstance(spec, str) and spec.lower().startswith(("amqp://", "amqps://")):
+            if self._amqp is None:
+                from .amqp import AmqpBackend
+
+                self._amqp = AmqpBackend(spec)
+                await self._amqp.start()
+            await self._amqp.publish_async(messages, channel)
+            return
+        if self._target is None:
+            self._target = _resolve(spec, self._prefix, self._timeout)
+        if isinstance(self._target, _HttpTarget):
+            await asyncio.get_running_loop().run_in_executor(None, self._target.send, messages, channel)
+        else:
+            self._target.send(messages, channel)
+
+    async def aclose(self) -> None:
+        """Close (flushing AMQP publishes)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._amqp is not None:
+            await self._amqp.close()
+        if isinstance(self._target, _HttpTarget):
+            self._target.close()
+
+    async def __aenter__(self) -> "AsyncProducer":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
