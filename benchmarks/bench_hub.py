@@ -1,0 +1,200 @@
+"""End-to-end ingest benchmark of the hub (``eventpush serve``): events/s and hub CPU per million events.
+
+Starts the real hub (uvicorn, one worker) twice — storage on (SQLite, a fresh file) and ``--sink`` — and pushes
+Connect batches of 500 and 5,000 events from several client threads (urllib3 + orjson, bodies pre-encoded before
+the clock starts, so the clients cost little). Every reply is checked: each event must come back
+``success: true``; with storage on the stored row count is checked against the acknowledged count.
+
+    python benchmarks/bench_hub.py [--events 400000] [--threads 4] [--sizes 500,5000]
+
+CPU comes from /proc/<pid>/stat (utime + stime of the hub process). The machine is shared: quote ratios measured
+in one run, not absolute numbers from different runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import orjson
+import urllib3
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime is field 14, stime field 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of the hub process and (with --workers N) its worker children."""
+    total = _pid_cpu(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += _pid_cpu(child)
+        except OSError:
+            pass
+    return total
+
+
+class Hub:
+    """The hub in a subprocess, on a free port; stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="bench-hub-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eventpush.cli.serve", "--port", str(self.port), "--no-realtime",
+             "--log-level", "warning", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        http = urllib3.PoolManager()
+        deadline = time.time() + 20
+        while True:
+            try:
+                if http.request("GET", f"http://127.0.0.1:{self.port}/health", timeout=1).status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
+                pass
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"hub did not start; see {self.log.name}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def make_bodies(n_events: int, batch: int) -> "list[bytes]":
+    """Connect batch bodies ``{"bench": [events]}`` with unique ids."""
+    run = uuid.uuid4().hex[:12]
+    ts = "2026-01-01T00:00:00.000Z"
+    bodies = []
+    for start in range(0, n_events, batch):
+        events = [
+            b'{"id":"%s-%d","timestamp":"%s","user":"user-%d","action":"click","value":12.5,'
+            b'"props":{"page":"/home","ref":"search","ab":[1,2,3]}}' % (run.encode(), i, ts.encode(), i % 1000)
+            for i in range(start, min(start + batch, n_events))
+        ]
+        bodies.append(b'{"bench":[' + b",".join(events) + b"]}")
+    return bodies
+
+
+def push(port: int, bodies: "list[bytes]", threads: int) -> "tuple[float, int]":
+    """POST every body from ``threads`` threads; returns (seconds, events acknowledged)."""
+    url = f"http://127.0.0.1:{port}/connect/events"
+    headers = {"Content-Type": "application/json", "X-Project-Id": "bench", "X-Api-Key": "bench"}
+    lock = threading.Lock()
+    queue = list(reversed(bodies))
+    acked = [0]
+    errors: "list[str]" = []
+
+    def worker() -> None:
+        pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=120)
+        n = 0
+        while True:
+            with lock:
+                if not queue:
+                    break
+                body = queue.pop()
+            r = pool.urlopen("POST", url, body=body, headers=headers)
+            if r.status != 200:
+                errors.append(f"{r.status}: {r.data[:200]!r}")
+                continue
+            for results in orjson.loads(r.data).values():
+                for item in results:
+                    if item["success"]:
+                        n += 1
+                    else:
+                        errors.append(str(item))
+        with lock:
+            acked[0] += n
+
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} failures, e.g. {errors[:3]}")
+    return elapsed, acked[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=400_000, help="events per run (default 400,000)")
+    ap.add_argument("--threads", type=int, default=4, help="client threads (default 4)")
+    ap.add_argument("--sizes", default="500,5000", help="batch sizes (default 500,5000)")
+    ap.add_argument("--modes", default="sqlite,sink", help="hub modes (default sqlite,sink)")
+    ap.add_argument("--workers", type=int, default=1, help="hub worker processes (default 1)")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    import uvicorn
+
+    print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}, urllib3 {urllib3.__version__}, "
+          f"uvicorn {uvicorn.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs; "
+          f"{args.events:,} events per run, {args.threads} client threads, {args.workers} hub worker(s); "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(f"{'mode':8} {'batch':>6} {'events/s':>12} {'hub CPU s/M events':>20} {'hub CPU util':>13}")
+    rows = []
+    for mode in args.modes.split(","):
+        for size in sizes:
+            tmp = tempfile.mkdtemp(prefix="bench-hub-")
+            db = os.path.join(tmp, "bench.db")
+            extra = ["--sink"] if mode == "sink" else ["--db", db]
+            extra += ["--workers", str(args.workers)]
+            hub = Hub(*extra)
+            try:
+                warm = make_bodies(min(20_000, size * 4), size)
+                push(hub.port, warm, args.threads)
+                bodies = make_bodies(args.events, size)
+                c0 = cpu_seconds(hub.proc.pid)
+                elapsed, acked = push(hub.port, bodies, args.threads)
+                cpu = cpu_seconds(hub.proc.pid) - c0
+            finally:
+                hub.stop()
+            if acked != args.events:
+                raise RuntimeError(f"acknowledged {acked} of {args.events}")
+            if mode != "sink":
+                with sqlite3.connect(db) as conn:
+                    stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+                if stored != acked + sum(b.count(b'"id"') for b in warm):
+                    raise RuntimeError(f"stored {stored} rows, acknowledged {acked} (+ warm-up)")
+            rate = acked / elapsed
+            print(f"{mode:8} {size:>6} {rate:>12,.0f} {cpu / acked * 1e6:>20.2f} {cpu / elapsed:>12.0%}")
+            rows.append((mode, size, rate, cpu / acked * 1e6))
+    print(f"load average {os.getloadavg()[0]:.2f} at the end (the machine is shared: compare rows of one run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

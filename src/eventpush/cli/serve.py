@@ -1,0 +1,134 @@
+"""``eventpush serve``: run the hub (the Connect and Barchart APIs, stats, realtime) under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Dict, Set
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``serve`` subcommand."""
+    p = subparsers.add_parser(
+        "serve",
+        help="run the hub: the Connect and Barchart APIs backed by SQLite",
+        description="Run the eventpush hub (Connect under /connect, Barchart under /barchart, /health, /stats, "
+        "realtime under /push) with uvicorn.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="TCP port (default 8787)")
+    p.add_argument("--db", default="eventpush.db", help="SQLite database file, or :memory: (default ./eventpush.db)")
+    p.add_argument("--sink", action="store_true", help="store nothing; still parse, validate and count every event")
+    p.add_argument("--root", choices=("connect", "barchart"), help="also serve this API at the root paths (/events…)")
+    p.add_argument("--project", action="append", default=[], metavar="ID:KEY",
+                   help="accept this project id and API key (repeatable); none configured = any key accepted")
+    p.add_argument("--keys-file", help="file of projects and keys: 'ID:KEY' per line, or JSON {id: key | [keys]}")
+    p.add_argument("--max-body", type=int, default=32 * 1024 * 1024, metavar="BYTES",
+                   help="maximum request body (default 32 MiB); larger requests get 413")
+    p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
+                   help="seconds a client may take to send its body (default 30); slower clients get 408")
+    p.add_argument("--strict-context", action="store_true",
+                   help="Barchart: apply the per-customer context validators and check type vs product")
+    p.add_argument("--broker", default="memory", help="realtime broker: memory (default) or an amqp:// URL")
+    p.add_argument("--queue-ttl", type=float, default=15.0, help="realtime consumer queue TTL in seconds (default 15)")
+    p.add_argument("--no-realtime", action="store_true", help="do not start eventpush.realtime (/push answers 404)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the database (default 1)")
+    p.add_argument("--busy-timeout", type=float, default=30.0, metavar="S",
+                   help="how long a writer waits for the SQLite lock (default 30)")
+    p.add_argument("--synchronous", choices=("off", "normal", "full"), default="normal",
+                   help="SQLite synchronous pragma (default normal: WAL commits survive a crash of the process; "
+                   "full: also a power loss)")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
+                   help="log level of the hub and uvicorn (default info; the access log is written at info)")
+    p.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
+    p.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S",
+                   help="close idle keep-alive connections after S seconds (default 5)")
+    p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
+                   help="on shutdown, wait at most S seconds for in-flight requests (default 30)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start uvicorn with the hub app; returns the exit code."""
+    try:
+        import uvicorn
+    except ImportError:
+        print("eventpush serve needs uvicorn: pip install 'eventpush[hub]'", file=sys.stderr)
+        return 2
+    from ..hub.config import CONFIG_ENV, HubConfig, load_keys_file, parse_project
+    from ..hub.storage import init_db
+
+    projects: Dict[str, Set[str]] = {}
+    try:
+        if args.keys_file:
+            for pid, keys in load_keys_file(args.keys_file).items():
+                projects.setdefault(pid, set()).update(keys)
+        for spec in args.project:
+            pid, key = parse_project(spec)
+            projects.setdefault(pid, set()).add(key)
+        config = HubConfig(
+            projects=projects,
+            db=args.db,
+            sink=args.sink,
+            root=args.root,
+            max_body=args.max_body,
+            body_timeout=args.body_timeout,
+            strict_context=args.strict_context,
+            broker=args.broker,
+            queue_ttl=args.queue_ttl,
+            busy_timeout=args.busy_timeout,
+            synchronous=args.synchronous,
+            log_level=args.log_level,
+            access_log=not args.no_access_log,
+            realtime=not args.no_realtime,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"eventpush serve: {exc}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("eventpush serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and args.db == ":memory:" and not args.sink:
+        print("eventpush serve: --db :memory: cannot be shared by several workers; use a file", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.no_realtime and not args.broker.lower().startswith(("amqp://", "amqps://")):
+        print("eventpush serve: warning: with --workers > 1 and the in-memory broker, each worker has its own "
+              "realtime channels; use --broker amqp://… to share them", file=sys.stderr)
+    if not args.sink and args.db != ":memory:":
+        try:
+            init_db(args.db, busy_timeout=args.busy_timeout)  # schema + WAL once, before the workers race for it
+        except Exception as exc:
+            print(f"eventpush serve: cannot open the database {args.db!r}: {exc}", file=sys.stderr)
+            return 2
+    os.environ[CONFIG_ENV] = config.to_json().decode()
+    uvicorn.run(
+        "eventpush.hub.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,  # the hub writes its own structured access log
+        lifespan="on",
+        timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        server_header=False,
+    )
+    return 0
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    """``python -m eventpush.cli.serve …``: the same as ``eventpush serve …`` without loading the other subcommands
+    (or the encoder core)."""
+    parser = argparse.ArgumentParser(prog="eventpush serve")
+    sub = parser.add_subparsers(dest="command")
+    register(sub)
+    args = parser.parse_args(["serve"] + list(sys.argv[1:] if argv is None else argv))
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Connect API rules on the server side (spec/connect.md §1, §2.1): event validation, stamping, batch results.
+
+Everything here is plain functions over parsed JSON so that the hot loop stays in one place
+(:func:`prepare_batch`); the ASGI layer in :mod:`eventpush.hub.app` only moves bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional, Tuple
+
+import orjson
+
+from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
+
+__all__ = [
+    "validate_event",
+    "prepare_batch",
+    "server_timestamp",
+    "MAX_DEPTH",
+    "MAX_KEY_LENGTH",
+    "MAX_BATCH_EVENTS",
+    "MAX_EVENT_BYTES",
+    "MSG_TP",
+    "MSG_ID",
+    "MSG_TOO_LARGE",
+    "MSG_SERVER_ERROR",
+    "MSG_UNAUTHORISED",
+    "MSG_DUPLICATE",
+    "MSG_NOT_OBJECT",
+]
+
+# orjson writes at most 254 nested containers back; deeper events could be parsed but never stored.
+MAX_DEPTH = 254
+MAX_KEY_LENGTH = 255
+MAX_BATCH_EVENTS = CONNECT_MAX_BATCH_EVENTS
+MAX_EVENT_BYTES = CONNECT_MAX_EVENT_BYTES
+
+MSG_TP = "Property names starting with tp_ are reserved and cannot be set."
+MSG_ID = "Property name _id is reserved and cannot be set."
+MSG_TOO_LARGE = CONNECT_TOO_LARGE_MESSAGE
+MSG_SERVER_ERROR = "An error occurred while processing your request"
+MSG_UNAUTHORISED = "Unauthorised. Please check your Project Id and API Key"
+MSG_DUPLICATE = "Duplicate event: an event with this id already exists in the collection."
+MSG_NOT_OBJECT = "An event must be a JSON object."
+MSG_TOO_DEEP = f"Event nesting exceeds the maximum depth of {MAX_DEPTH}."
+DESC_PERIOD = "Property names cannot contain a period (.)"
+DESC_LENGTH = f"Property names cannot exceed {MAX_KEY_LENGTH} characters"
+DESC_TIMESTAMP = "timestamp must be an ISO-8601 date and time, e.g. 2015-02-05T14:55:56.587Z"
+DESC_ID = "id must be a non-empty string of at most 255 characters"
+
+# ISO-8601 date and time; seconds, fraction and offset optional (naive values are taken as UTC, like the docs'
+# "converted to UTC"; connect-python sends naive isoformat()).
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?\Z"
+).match
+
+_dumps = orjson.dumps
+_JSONEncodeError = orjson.JSONEncodeError
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def server_timestamp() -> str:
+    """Now, as the server stamps it: ``2015-02-05T14:55:56.587Z``."""
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _nested(obj: Any, depth: int, errors: List[Dict[str, str]]) -> None:
+    if depth > MAX_DEPTH:
+        raise _TooDeep
+    if type(obj) is dict:
+        for k, v in obj.items():
+            if "." in k:
+                errors.append({"field": k, "description": DESC_PERIOD})
+            elif len(k) > MAX_KEY_LENGTH:
+                errors.append({"field": k, "description": DESC_LENGTH})
+            t = type(v)
+            if t is dict or t is list:
+                _nested(v, depth + 1, errors)
+    else:
+        for v in obj:
+            t = type(v)
+            if t is dict or t is list:
+                _nested(v, depth + 1, errors)
+
+
+def validate_event(ev: Any) -> Optional[Tuple[int, Any]]:
+    """``None`` when the event is acceptable, else ``(status, detail)``: ``(400, message)`` for a reserved or
+    structurally wrong event, ``(422, [{"field", "description"}, …])`` for property and timestamp errors."""
+    if type(ev) is not dict:
+        return 400, MSG_NOT_OBJECT
+    reserved = None
+    errors: List[Dict[str, str]] = []
+    try:
+        # PERF: the top level is walked inline; most events are flat.
+        for k, v in ev.items():
+            c = k[:1]
+            if (c == "t" or c == "T") and k[:3].lower() == "tp_":
+                reserved = MSG_TP
+            elif c == "_" and k.lower() == "_id":
+                reserved = reserved or MSG_ID
+            if "." in k:
+                errors.append({"field": k, "description": DESC_PERIOD})
+            elif len(k) > MAX_KEY_LENGTH:
+                errors.append({"field": k, "description": DESC_LENGTH})
+            t = type(v)
+            if t is dict or t is list:
+                _nested(v, 2, errors)
+    except (_TooDeep, RecursionError):
+        return 400, MSG_TOO_DEEP
+    if reserved is not None:
+        return 400, reserved
+    ts = ev.get("timestamp")
+    if ts is not None and (type(ts) is not str or _TIMESTAMP(ts) is None):
+        errors.append({"field": "timestamp", "description": DESC_TIMESTAMP})
+    eid = ev.get("id")
+    if eid is not None and (type(eid) is not str or not eid or len(eid) > MAX_KEY_LENGTH):
+        errors.append({"field": "id", "description": DESC_ID})
+    if errors:
+        return 422, errors
+    return None
+
+
+def stamp_and_encode(ev: Dict[str, Any], now: str) -> Tuple[Optional[str], bytes, Optional[Tuple[int, Any]]]:
+    """Give a validated event its server ``id`` / ``timestamp`` when missing (or null) and encode it compactly.
+    Returns ``(id, body, None)`` or ``(None, b"", (status, detail))`` (413 for an event over 64 kB)."""
+    eid = ev.get("id")
+    if eid is None:
+        eid = ev["id"] = str(uuid.uuid4())
+    if ev.get("timestamp") is None:
+        ev["timestamp"] = now
+    try:
+        body = _dumps(ev)
+    except _JSONEncodeError as exc:  # e.g. a value orjson parsed but cannot write back
+        return None, b"", (400, f"The event cannot be stored as JSON: {exc}")
+    if len(body) > MAX_EVENT_BYTES:
+        return None, b"", (413, MSG_TOO_LARGE)
+    return eid, body, None
+
+
+def error_message(detail: Tuple[int, Any]) -> str:
+    """One line for a batch item's ``message`` from a single-event error detail."""
+    status, info = detail
+    if status == 422:
+        return "; ".join(f"{e['field']}: {e['description']}" for e in info)
+    return str(info)
+
+
+# A prepared batch: per collection (name, event ids, bodies, positions of the stored candidates in the results
+# list, results list with None for the candidates).
+Prepared = Tuple[str, List[str], List[bytes], List[int], List[Optional[bytes]]]
+
+RESULT_OK = b'{"success":true,"duplicate":false}'
+RESULT_DUP = orjson.dumps({"success": False, "duplicate": True, "message": MSG_DUPLICATE})
+
+
+def _fail(message: str) -> bytes:
+    return _dumps({"success": False, "duplicate": False, "message": message})
+
+
+# A raw body where none of these occur cannot hold a root tp_ / _id key, a key with a '.', or a key over 255
+# characters (raw length >= decoded length; any backslash escape goes to the exact path). Values may match
+# (e.g. "tp_x" as a value): that only costs the exact path.
+_DOT_KEY = re.compile(rb'\.[^"]*"[ \t\r\n]*:').search
+_LONG_STRING = re.compile(rb'"[^"]{256}').search
+
+
+def _suspect(raw: bytes) -> bool:
+    """True when the raw body might hold a forbidden key (then every event takes the exact path)."""
+    if b"\\" in raw:
+        return True
+    low = raw.lower()
+    return b'"tp_' in low or b'"_id"' in low or _DOT_KEY(raw) is not None or _LONG_STRING(raw) is not None
+
+
+_IDS = re.compile(r"(?:[^\x00]{1,255}\x00)*[^\x00]{1,255}\Z", re.DOTALL).match
+_TIMESTAMPS = re.compile(
+    r"(?:" + _TIMESTAMP.__self__.pattern[:-2] + r"\n)*" + _TIMESTAMP.__self__.pattern  # type: ignore[attr-defined]
+).match
+
+
+def _fast_collection(events: List[Any]) -> Optional[Tuple[List[str], List[bytes]]]:
+    """The common case in bulk: every event a dict with a valid string ``id`` (unique in the batch) and ISO
+    ``timestamp``, no suspicious key (checked on the raw body by the caller), none too large or too deep.
+    Returns ``(ids, bodies)`` or ``None`` for the exact per-event path."""
+    try:
+        ids = [ev["id"] for ev in events]
+        stamps = [ev["timestamp"] for ev in events]
+        jids = "\x00".join(ids)
+        jstamps = "\n".join(stamps)
+    except (KeyError, TypeError):
+        return None
+    n = len(ids)
+    if (
+        jids.count("\x00") != n - 1
+        or _IDS(jids) is None
+        or jstamps.count("\n") != n - 1
+        or _TIMESTAMPS(jstamps) is None
+        or len(set(ids)) != n
+    ):
+        return None
+    try:
+        bodies = [_dumps(ev) for ev in events]
+    except _JSONEncodeError:  # e.g. nested too deep: let the exact path say which event
+        return None
+    if max(map(len, bodies)) > MAX_EVENT_BYTES:
+        return None
+    return ids, bodies
+
+
+def prepare_batch(batch: Dict[str, Any], now: str, raw: Optional[bytes] = None) -> Tuple[List[Prepared], int]:
+    """Validate and encode every event of a ``{collection: [events]}`` batch, in request order.
+
+    Returns the prepared collections and the number of rejected events. Within one batch, a repeated id (in the
+    same collection) is a duplicate of its first occurrence, exactly as if it had been stored already. ``raw``
+    (the request body) enables the bulk fast path when nothing in it looks like a forbidden key.
+    """
+    prepared: List[Prepared] = []
+    rejected = 0
+    validate = validate_event
+    encode = stamp_and_encode
+    # PERF: the fast path replaces ~2 us of per-event Python key checks by one regex scan of the raw body.
+    fast = raw is not None and not _suspect(raw)
+    for coll, events in batch.items():
+        if fast and events:
+            done = _fast_collection(events)
+            if done is not None:
+                ids, fast_bodies = done
+                prepared.append((coll, ids, fast_bodies, list(range(len(ids))), [None] * len(ids)))
+                continue
+        eids: List[str] = []
+        bodies: List[bytes] = []
+        positions: List[int] = []
+        results: List[Optional[bytes]] = []
+        seen = set()
+        for ev in events:
+            err = validate(ev)
+            if err is None:
+                eid, body, err = encode(ev, now)
+                if err is None:
+                    if eid in seen:
+                        results.append(RESULT_DUP)
+                        continue
+                    seen.add(eid)
+                    positions.append(len(results))
+                    results.append(None)
+                    eids.append(eid)  # type: ignore[arg-type]
+                    bodies.append(body)
+                    continue
+            rejected += 1
+            results.append(_fail(error_message(err)))
+        prepared.append((coll, eids, bodies, positions, results))
+    return prepared, rejected
+
+
+def batch_response(prepared: List[Prepared], duplicates: List[int]) -> Tuple[bytes, int, int]:
+    """Fill in the stored / duplicate results (``duplicates``: flat positions over all candidates, as returned
+    by the storage) and encode the reply. Returns ``(body, stored, duplicates_count)``."""
+    dup = set(duplicates)
+    parts = []
+    flat = 0
+    stored = 0
+    ndup = 0
+    for coll, _eids, _bodies, positions, results in prepared:
+        if not dup and len(positions) == len(results):
+            # PERF: the common case (every event new and valid) without a per-event loop
+            results[:] = [RESULT_OK] * len(results)
+            stored += len(results)
+            flat += len(results)
+            parts.append(_dumps(coll) + b":[" + b",".join(results) + b"]")  # type: ignore[arg-type]
+            continue
+        for pos in positions:
+            if flat in dup:
+                results[pos] = RESULT_DUP
+            else:
+                results[pos] = RESULT_OK
+                stored += 1
+            flat += 1
+        ndup += results.count(RESULT_DUP)
+        parts.append(_dumps(coll) + b":[" + b",".join(results) + b"]")  # type: ignore[arg-type]
+    return b"{" + b",".join(parts) + b"}", stored, ndup

@@ -1,0 +1,280 @@
+"""Hub storage: SQLite (embedded default) and the no-storage sink.
+
+Schema (one file, shared by every worker process)::
+
+    collections(cid INTEGER PRIMARY KEY, api TEXT, project TEXT, name TEXT, UNIQUE(api, project, name))
+    events(cid INTEGER, eid TEXT, body TEXT)      -- body: the event as compact JSON, as stored
+    UNIQUE INDEX events_cid_eid ON events(cid, eid)   -- duplicate detection: (api, project, collection, id)
+
+Every request is one ``BEGIN IMMEDIATE … COMMIT`` transaction run on one dedicated writer thread per process,
+with one ``INSERT … SELECT … FROM json_each(?)`` per collection (executemany when SQLite lacks JSON1),
+so the event loop never waits on SQLite and the handler answers only after the commit returned. ``BEGIN
+IMMEDIATE`` takes SQLite's write lock up front, so with ``--workers N`` the other processes wait (``busy_timeout``)
+instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection ``"events"``, with
+the id ``"{batch}/{sequence}"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from itertools import repeat
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ClosedError
+
+__all__ = ["Storage", "SQLiteStorage", "SinkStorage", "init_db", "Group"]
+
+log = logging.getLogger("eventpush.hub")
+
+#: One collection's share of a request: (collection name, event ids, event bodies as compact JSON bytes).
+Group = Tuple[str, List[str], List[bytes]]
+
+Publish = Callable[[str, str, bytes], None]  # (api, collection, body)
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS collections (cid INTEGER PRIMARY KEY, api TEXT NOT NULL, project TEXT NOT NULL, "
+    "name TEXT NOT NULL, UNIQUE (api, project, name))",
+    "CREATE TABLE IF NOT EXISTS events (cid INTEGER NOT NULL, eid TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS events_cid_eid ON events (cid, eid)",
+)
+
+_INSERT = "INSERT OR IGNORE INTO events (cid, eid, body) VALUES (?, ?, ?)"
+# PERF: one statement per collection; SQLite walks the JSON array in C with the GIL released for the whole
+# statement, so the event loop parses the next request on the other core meanwhile. executemany() releases and
+# re-takes the GIL around every row, which convoys with the event loop thread.
+# Every stored Connect event has its string id at the root (validated or stamped); Barchart ids are batch/sequence.
+_INSERT_JSON_ID = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, json_extract(value, '$.id'), value FROM json_each(?)"
+_INSERT_JSON_SEQ = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, ? || '/' || key, value FROM json_each(?)"
+
+
+def _has_json(conn: sqlite3.Connection) -> bool:
+    """JSON1 is built into SQLite since 3.38 and usually compiled in before; verify what the statement relies on
+    (json_each keeps each element's text byte for byte)."""
+    try:
+        row = conn.execute(
+            "SELECT json_extract(value, '$.id'), value FROM json_each(?)", ('[{"id":"a","x":"\u00e9é","n":1.50}]',)
+        ).fetchone()
+    except sqlite3.Error:
+        return False
+    return row == ("a", '{"id":"a","x":"\u00e9é","n":1.50}')
+
+
+def _connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (one transaction per request).
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    if path != ":memory:":
+        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def init_db(path: str, *, busy_timeout: float = 30.0) -> None:
+    """Create the schema and switch the file to WAL (done once by ``serve`` before workers start)."""
+    conn = _connect(path, busy_timeout, "normal")
+    try:
+        for stmt in _SCHEMA:
+            conn.execute(stmt)
+    finally:
+        conn.close()
+
+
+class Storage:
+    """What the app needs from a store. ``insert`` returns, per request, the flat positions (over all groups, in
+    order) of the events that were duplicates of stored ones; everything else was committed."""
+
+    sink = False
+
+    def __init__(self) -> None:
+        self.publish: Optional[Publish] = None
+
+    async def start(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def insert(  # pragma: no cover
+        self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None
+    ) -> List[int]:
+        raise NotImplementedError
+
+    async def recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class SinkStorage(Storage):
+    """``--sink``: nothing is stored; every event that passed validation counts as accepted."""
+
+    sink = True
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
+        return []
+
+    async def recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:
+        return []
+
+
+class SQLiteStorage(Storage):
+    """SQLite in WAL mode, written by one dedicated thread per process (reads on a second thread)."""
+
+    def __init__(self, path: str, *, busy_timeout: float = 30.0, synchronous: str = "normal") -> None:
+        super().__init__()
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.synchronous = synchronous
+        self._writer: Optional[ThreadPoolExecutor] = None
+        self._reader: Optional[ThreadPoolExecutor] = None
+        self._local = threading.local()
+        self._conns: List[sqlite3.Connection] = []
+        self._cids: Dict[Tuple[str, str, str], int] = {}  # writer thread only
+        self._closed = False
+        self._json = False
+
+    def _open(self) -> None:
+        conn = _connect(self.path, self.busy_timeout, self.synchronous)
+        self._local.conn = conn
+        self._conns.append(conn)
+
+    async def start(self) -> None:
+        """Open the connections (in their threads) and make sure the schema exists."""
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="eventpush-hub-writer", initializer=self._open)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._create_schema)
+        if self.path == ":memory:":
+            self._reader = self._writer  # a second connection would open a different, empty database
+        else:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="eventpush-hub-reader", initializer=self._open)
+
+    def _create_schema(self) -> None:
+        for stmt in _SCHEMA:
+            self._local.conn.execute(stmt)
+        self._json = _has_json(self._local.conn)
+        if not self._json:
+            log.info("SQLite %s without JSON1: inserting with executemany", sqlite3.sqlite_version)
+
+    async def close(self) -> None:
+        """Finish queued writes, then close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        for ex in {id(e): e for e in (self._writer, self._reader) if e is not None}.values():
+            await asyncio.get_running_loop().run_in_executor(None, ex.shutdown, True)
+        for conn in self._conns:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing is best effort
+                log.exception("closing the database failed")
+
+    async def insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
+        """Store ``groups`` in one transaction; returns the positions of duplicates. ``seq_ids``: the events'
+        ids are ``"{seq_ids}/{position}"`` (Barchart), else each event's root ``id``."""
+        if self._writer is None or self._closed:
+            raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer, self._insert, api, project, groups, seq_ids
+        )
+
+    def _cid(self, conn: sqlite3.Connection, key: Tuple[str, str, str]) -> int:
+        cid = self._cids.get(key)
+        if cid is None:
+            conn.execute("INSERT OR IGNORE INTO collections (api, project, name) VALUES (?, ?, ?)", key)
+            cid = conn.execute(
+                "SELECT cid FROM collections WHERE api = ? AND project = ? AND name = ?", key
+            ).fetchone()[0]
+            self._cids[key] = cid
+        return cid
+
+    def _insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
+        conn: sqlite3.Connection = self._local.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cids = [self._cid(conn, (api, project, coll)) for coll, _, _ in groups]
+            n = sum(len(eids) for _, eids, _ in groups)
+            # With the write lock held, every row this transaction inserts gets a rowid above the current maximum.
+            before = conn.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0
+            # json_extract() cuts a text at U+0000: such ids (rare, legal) go through executemany.
+            if self._json and (seq_ids is not None or not any("\x00" in "".join(e) for _, e, _ in groups)):
+                inserted_n = 0
+                for cid, (_, eids, bodies) in zip(cids, groups):
+                    array = b"[" + b",".join(bodies) + b"]"
+                    if seq_ids:
+                        cur = conn.execute(_INSERT_JSON_SEQ, (cid, seq_ids, array.decode()))
+                    else:
+                        cur = conn.execute(_INSERT_JSON_ID, (cid, array.decode()))
+                    inserted_n += cur.rowcount
+            else:
+                # rows stream from generators (no row list)
+                cur = conn.executemany(
+                    _INSERT,
+                    (
+                        row
+                        for cid, (_, eids, bodies) in zip(cids, groups)
+                        for row in zip(repeat(cid), eids, [b.decode() for b in bodies])
+                    ),
+                )
+                inserted_n = cur.rowcount
+            dups: List[int] = []
+            if inserted_n != n:
+                # Slow path (only when something was a duplicate): which rows did this transaction insert?
+                inserted = set(conn.execute("SELECT cid, eid FROM events WHERE rowid > ?", (before,)))
+                pos = 0
+                for cid, (_, eids, _) in zip(cids, groups):
+                    for eid in eids:
+                        if (cid, eid) not in inserted:
+                            dups.append(pos)
+                        pos += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._cids.clear()  # a rolled-back collection row must not stay cached
+            raise
+        publish = self.publish
+        if publish is not None:
+            skip = set(dups)
+            pos = 0
+            try:
+                for coll, _, bodies in groups:
+                    for body in bodies:
+                        if pos not in skip:
+                            publish(api, coll, body)
+                        pos += 1
+            except Exception:  # the events are committed: a realtime failure must not fail the request
+                log.exception("realtime publish failed after commit (api %s)", api)
+        return dups
+
+    async def recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:
+        if self._reader is None or self._closed:
+            raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, self._recent, api, project, collection, limit
+        )
+
+    def _recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:
+        conn: sqlite3.Connection = self._local.conn
+        row = conn.execute(
+            "SELECT cid FROM collections WHERE api = ? AND project = ? AND name = ?", (api, project, collection)
+        ).fetchone()
+        if row is None:
+            return []
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?", (row[0], limit)
+            )
+        ]

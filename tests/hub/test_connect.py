@@ -1,0 +1,366 @@
+"""The Connect API of the hub (spec/connect.md §1, §2.1), driven over HTTP against a real uvicorn process."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import uuid
+
+import orjson
+import pytest
+
+from hub_support import AUTH, KEY, PROJECT
+
+TP_BODY = {"errorMessage": "Property names starting with tp_ are reserved and cannot be set."}
+TOO_LARGE_BODY = {"errorMessage": "Maximum event size of 64kb exceeded."}
+UNAUTH_BODY = {"errorMessage": "Unauthorised. Please check your Project Id and API Key"}
+ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\Z")
+
+
+def coll() -> str:
+    return "c-" + uuid.uuid4().hex[:10]
+
+
+def bare(events):
+    """Events without the server-stamped timestamp."""
+    return [{k: v for k, v in e.items() if k != "timestamp"} for e in events]
+
+
+def stored(hub, collection, project=PROJECT):
+    with sqlite3.connect(hub.db) as conn:
+        return [
+            orjson.loads(r[0])
+            for r in conn.execute(
+                "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid "
+                "WHERE c.api = 'connect' AND c.project = ? AND c.name = ? ORDER BY e.rowid",
+                (project, collection),
+            )
+        ]
+
+
+# ---------------------------------------------------------------- single events
+
+def test_single_event_stored_with_empty_200(hub):
+    c = coll()
+    r = hub.post(f"/connect/events/{c}", {"id": "e1", "timestamp": "2015-02-05T14:55:56.587Z", "amount": 1.5})
+    assert r.status == 200 and r.body == b""
+    # stored exactly as received, compact, key order kept
+    assert stored(hub, c) == [{"id": "e1", "timestamp": "2015-02-05T14:55:56.587Z", "amount": 1.5}]
+    with sqlite3.connect(hub.db) as conn:
+        raw = conn.execute("SELECT body FROM events WHERE eid = 'e1'").fetchone()[0]
+    assert raw == '{"id":"e1","timestamp":"2015-02-05T14:55:56.587Z","amount":1.5}'
+
+
+def test_server_stamps_missing_id_and_timestamp(hub):
+    c = coll()
+    assert hub.post(f"/connect/events/{c}", {"a": 1}).status == 200
+    assert hub.post(f"/connect/events/{c}", {"a": 2, "id": None, "timestamp": None}).status == 200
+    first, second = stored(hub, c)
+    for ev in (first, second):
+        assert uuid.UUID(ev["id"]).version == 4
+        assert ISO.match(ev["timestamp"])
+    assert list(first) == ["a", "id", "timestamp"]  # appended, like connect-python
+    assert list(second) == ["a", "id", "timestamp"]  # nulls replaced in place
+
+
+def test_duplicate_single_event_409(hub):
+    c = coll()
+    assert hub.post(f"/connect/events/{c}", {"id": "dup", "n": 1}).status == 200
+    r = hub.post(f"/connect/events/{c}", {"id": "dup", "n": 2})
+    assert r.status == 409
+    assert "dup" in r.json()["errorMessage"]
+    assert bare(stored(hub, c)) == [{"id": "dup", "n": 1}]  # the first one stays
+    # same id, other collection or other project: not a duplicate
+    assert hub.post(f"/connect/events/{c}-other", {"id": "dup"}).status == 200
+    other = {"X-Project-Id": "proj-2", "X-Api-Key": "key-2", "Content-Type": "application/json"}
+    assert hub.post(f"/connect/events/{c}", {"id": "dup"}, headers=other).status == 200
+
+
+@pytest.mark.parametrize("key", ["tp_secret", "TP_x", "Tp_", "tp_"])
+def test_tp_prefix_400(hub, key):
+    c = coll()
+    r = hub.post(f"/connect/events/{c}", {key: 1, "ok": 2})
+    assert (r.status, r.json()) == (400, TP_BODY)
+    assert stored(hub, c) == []
+
+
+def test_nested_tp_allowed_and_tp_inside_name_allowed(hub):
+    c = coll()
+    assert hub.post(f"/connect/events/{c}", {"obj": {"tp_inner": 1}, "http_status": 200, "setup_x": 1}).status == 200
+
+
+@pytest.mark.parametrize("key", ["_id", "_ID"])
+def test_underscore_id_400(hub, key):
+    r = hub.post(f"/connect/events/{coll()}", {key: "x"})
+    assert r.status == 400
+    assert r.json() == {"errorMessage": "Property name _id is reserved and cannot be set."}
+
+
+def test_period_and_long_names_422(hub):
+    c = coll()
+    long_key = "k" * 256
+    r = hub.post(f"/connect/events/{c}", {"a.b": 1, "nested": {"c.d": 2, "list": [{"e.f": 3}]}, long_key: 4})
+    assert r.status == 422
+    errors = r.json()["errors"]
+    fields = [e["field"] for e in errors]
+    assert fields == ["a.b", "c.d", "e.f", long_key]
+    assert errors[0]["description"] == "Property names cannot contain a period (.)"
+    assert errors[3]["description"] == "Property names cannot exceed 255 characters"
+    assert hub.post(f"/connect/events/{c}", {"k" * 255: 1}).status == 200
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["yesterday", "2015-13-01T00:00:00Z", "2015-02-05", "2015-02-05T25:00:00Z", 1423148156587, True, {"a": 1}, ""],
+)
+def test_invalid_timestamp_422(hub, ts):
+    r = hub.post(f"/connect/events/{coll()}", {"timestamp": ts})
+    assert r.status == 422
+    assert r.json()["errors"][0]["field"] == "timestamp"
+
+
+@pytest.mark.parametrize(
+    "ts",
+    ["2015-02-05T14:55:56.587Z", "2015-07-01T04:07:57Z", "2015-09-30T06:02:04.602000", "2015-09-30T06:02:04",
+     "2015-09-30T06:02:04+00:00", "2015-09-30T06:02:04.1-0530"],
+)
+def test_valid_timestamps_kept_as_sent(hub, ts):
+    c = coll()
+    assert hub.post(f"/connect/events/{c}", {"timestamp": ts}).status == 200
+    assert stored(hub, c)[0]["timestamp"] == ts
+
+
+@pytest.mark.parametrize("eid", [5, "", "x" * 256, ["a"]])
+def test_invalid_id_422(hub, eid):
+    r = hub.post(f"/connect/events/{coll()}", {"id": eid})
+    assert r.status == 422 and r.json()["errors"][0]["field"] == "id"
+
+
+def test_event_over_64kb_413(hub):
+    c = coll()
+    base = {"id": "big", "timestamp": "2015-02-05T14:55:56.587Z", "pad": ""}
+    overhead = len(orjson.dumps(base))
+    exact = dict(base, pad="x" * (65536 - overhead))
+    assert len(orjson.dumps(exact)) == 65536
+    assert hub.post(f"/connect/events/{c}", exact).status == 200
+    over = dict(base, id="big2", pad="x" * (65537 - overhead))
+    r = hub.post(f"/connect/events/{c}", over)
+    assert (r.status, r.json()) == (413, TOO_LARGE_BODY)
+    assert [e["id"] for e in stored(hub, c)] == ["big"]
+
+
+def test_not_an_object_400(hub):
+    for body in (b"[1,2]", b'"text"', b"42", b"null"):
+        r = hub.post(f"/connect/events/{coll()}", body)
+        assert r.status == 400 and "JSON object" in r.json()["errorMessage"]
+
+
+def test_deep_nesting_400(hub):
+    c = coll()
+    deep = 1
+    for _ in range(300):
+        deep = {"d": deep}
+    body = orjson.dumps({"x": 1})[:-1] + b',"deep":' + b'{"d":' * 300 + b"1" + b"}" * 300 + b"}"
+    r = hub.post(f"/connect/events/{c}", body)
+    assert r.status == 400 and "depth" in r.json()["errorMessage"]
+    ok = 1
+    for _ in range(253):
+        ok = [ok]
+    assert hub.post(f"/connect/events/{c}", {"deep": ok}).status == 200  # 254 levels with the root object
+
+
+# ---------------------------------------------------------------- authentication
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Project-Id": PROJECT, "X-Api-Key": "wrong"},
+        {"X-Project-Id": "nope", "X-Api-Key": KEY},
+        {"X-Api-Key": KEY},
+        {"X-Project-Id": PROJECT},
+        {},
+        {"X-Project-Id": "proj-2", "X-Api-Key": KEY},  # a key of another project
+    ],
+)
+def test_bad_credentials_401(hub, headers):
+    c = coll()
+    for path, body in ((f"/connect/events/{c}", {"a": 1}), ("/connect/events", {c: [{"a": 1}]})):
+        r = hub.post(path, body, headers=dict(headers, **{"Content-Type": "application/json"}))
+        assert (r.status, r.json()) == (401, UNAUTH_BODY)
+    assert hub.get(f"/connect/events/{c}", headers=headers).status == 401
+    assert stored(hub, c) == []
+
+
+def test_header_names_case_insensitive_and_second_key(hub):
+    c = coll()
+    headers = {"x-project-id": PROJECT, "X-API-KEY": "master-key", "content-type": "application/json"}
+    assert hub.post(f"/connect/events/{c}", {"a": 1}, headers=headers).status == 200
+
+
+# ---------------------------------------------------------------- batches
+
+def test_batch_results_in_request_order(hub):
+    c1, c2 = coll(), coll()
+    assert hub.post(f"/connect/events/{c1}", {"id": "old"}).status == 200
+    batch = {
+        c1: [
+            {"id": "a"},
+            {"id": "old"},  # already stored
+            {"tp_x": 1},
+            {"id": "a"},  # duplicate within the batch
+            {"a.b": 1, "timestamp": "nope"},
+            {"n": 5},  # server id
+            "not an object",
+            {"id": "big", "pad": "x" * 70000},
+        ],
+        c2: [{"id": "a"}, {"id": "b"}],
+    }
+    r = hub.post("/connect/events", batch)
+    assert r.status == 200
+    res = r.json()
+    assert list(res) == [c1, c2]
+    ok = {"success": True, "duplicate": False}
+    r1 = res[c1]
+    assert r1[0] == ok
+    assert r1[1]["success"] is False and r1[1]["duplicate"] is True and r1[1]["message"]
+    assert r1[2] == {"success": False, "duplicate": False, "message": TP_BODY["errorMessage"]}
+    assert r1[3]["duplicate"] is True and r1[3]["success"] is False
+    assert r1[4]["success"] is False and r1[4]["duplicate"] is False
+    assert "a.b: Property names cannot contain a period (.)" in r1[4]["message"]
+    assert "timestamp:" in r1[4]["message"]
+    assert r1[5] == ok
+    assert r1[6] == {"success": False, "duplicate": False, "message": "An event must be a JSON object."}
+    assert r1[7] == {"success": False, "duplicate": False, "message": TOO_LARGE_BODY["errorMessage"]}
+    assert res[c2] == [ok, ok]
+    ids = [e["id"] for e in stored(hub, c1)]
+    assert ids[:2] == ["old", "a"] and len(ids) == 3 and uuid.UUID(ids[2])
+    assert [e["id"] for e in stored(hub, c2)] == ["a", "b"]
+
+
+def test_batch_fast_path_and_duplicates_across_requests(hub):
+    c = coll()
+    events = [{"id": f"e{i}", "timestamp": "2015-02-05T14:55:56.587Z", "v": i * 0.5} for i in range(1000)]
+    r = hub.post("/connect/events", {c: events})
+    assert r.status == 200 and r.json()[c] == [{"success": True, "duplicate": False}] * 1000
+    # replay half of it plus new ones: exactly the replayed ones are duplicates
+    again = events[500:] + [{"id": f"n{i}", "timestamp": "2015-02-05T14:55:56.587Z"} for i in range(500)]
+    res = hub.post("/connect/events", {c: again}).json()[c]
+    assert [x["duplicate"] for x in res] == [True] * 500 + [False] * 500
+    assert [x["success"] for x in res] == [False] * 500 + [True] * 500
+    assert len(stored(hub, c)) == 1500
+
+
+def test_batch_of_5000_ok_and_5001_is_413(hub):
+    c = coll()
+    events = [{"id": str(i)} for i in range(5000)]
+    r = hub.post("/connect/events", {c: events[:2500], c + "b": events[2500:]})
+    assert r.status == 200 and len(r.json()[c]) == 2500
+    r = hub.post("/connect/events", {c + "x": events[:2501], c + "y": events[:2500]})
+    assert r.status == 413
+    assert "5000" in r.json()["errorMessage"] and "5001" in r.json()["errorMessage"]
+    assert stored(hub, c + "x") == []
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"c": {"id": 1}}', b'{"c": 5}', b'"x"', b'{"c": [], "d": null}'])
+def test_batch_badly_formed_400(hub, body):
+    r = hub.post("/connect/events", body)
+    assert r.status == 400
+    assert "mapping each collection name" in r.json()["errorMessage"]
+
+
+def test_batch_empty_and_trailing_slash(hub):
+    c = coll()
+    assert hub.post("/connect/events", {}).json() == {}
+    r = hub.post("/connect/events/", {c: [], c + "2": [{"id": "x"}]})
+    assert r.json() == {c: [], c + "2": [{"success": True, "duplicate": False}]}
+
+
+def test_batch_bad_collection_name_400(hub):
+    r = hub.post("/connect/events", {"": [{"a": 1}]})
+    assert r.status == 400
+    r = hub.post("/connect/events", {"x" * 256: [{"a": 1}]})
+    assert r.status == 400
+
+
+# ---------------------------------------------------------------- collection names in the path, GET
+
+def test_collection_names_percent_encoded(hub):
+    name = "a b/c?d é"
+    from urllib.parse import quote
+
+    assert hub.post("/connect/events/" + quote(name, safe=""), {"id": "1"}).status == 200
+    assert bare(stored(hub, name)) == [{"id": "1"}]
+    got = hub.get("/connect/events/" + quote(name, safe="")).json()
+    assert bare(got["results"]) == [{"id": "1"}]
+    # Python / JS / PHP clients concatenate unescaped: a raw '/' still names the same collection
+    assert hub.post("/connect/events/x/y", {"id": "2"}).status == 200
+    assert bare(stored(hub, "x/y")) == [{"id": "2"}]
+
+
+def test_get_newest_first_with_limit(hub):
+    c = coll()
+    hub.post("/connect/events", {c: [{"id": str(i)} for i in range(10)]})
+    got = hub.get(f"/connect/events/{c}?limit=3").json()["results"]
+    assert [e["id"] for e in got] == ["9", "8", "7"]
+    assert len(hub.get(f"/connect/events/{c}").json()["results"]) == 10
+    assert hub.get(f"/connect/events/{coll()}").json() == {"results": []}
+    for bad in ("0", "-1", "x", "10001"):
+        r = hub.get(f"/connect/events/{c}?limit={bad}")
+        assert r.status == 422 and r.json()["errors"][0]["field"] == "limit"
+    # another project sees nothing
+    other = {"X-Project-Id": "proj-2", "X-Api-Key": "key-2"}
+    assert hub.get(f"/connect/events/{c}", headers=other).json() == {"results": []}
+
+
+# ---------------------------------------------------------------- request-level errors
+
+def test_malformed_json_400(hub):
+    for body in (b"{", b'{"a":}', b"{'a': 1}", b'{"a": NaN}', b"\xff\xfe{}", b'{"a": "\xc3\x28"}'):
+        r = hub.post(f"/connect/events/{coll()}", body)
+        assert r.status == 400, body
+        assert r.json()["errorMessage"].startswith("The request body is not valid JSON")
+    r = hub.post(f"/connect/events/{coll()}", b"")
+    assert r.status == 400 and "empty" in r.json()["errorMessage"]
+
+
+def test_wrong_content_type_415(hub):
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"):
+        r = hub.post(f"/connect/events/{coll()}", {"a": 1}, headers=dict(AUTH, **{"Content-Type": ctype}))
+        assert r.status == 415, ctype
+        assert "Content-Type" in r.json()["errorMessage"]
+    for ctype in ("application/json; charset=utf-8", "application/json;charset=UTF-8", "application/vnd.x+json"):
+        r = hub.post(f"/connect/events/{coll()}", {"a": 1}, headers=dict(AUTH, **{"Content-Type": ctype}))
+        assert r.status == 200, ctype
+    no_ctype = {k: v for k, v in AUTH.items() if k != "Content-Type"}
+    assert hub.post(f"/connect/events/{coll()}", {"a": 1}, headers=no_ctype).status == 200
+
+
+def test_body_over_max_body_413(hub):
+    # the module hub runs with --max-body 1 MiB
+    big = b'{"pad":"' + b"x" * (1024 * 1024) + b'"}'
+    r = hub.post(f"/connect/events/{coll()}", big)
+    assert r.status == 413 and "maximum of 1048576 bytes" in r.json()["errorMessage"]
+    assert hub.get("/health").status == 200
+
+
+def test_not_found_and_method_not_allowed(hub):
+    assert hub.get("/nope").status == 404
+    assert hub.get("/connect/other").status == 404
+    r = hub.request("DELETE", f"/connect/events/{coll()}", headers=AUTH)
+    assert r.status == 405 and "not allowed" in r.json()["errorMessage"]
+    assert hub.request("GET", "/connect/events", headers=AUTH).status == 405
+    assert hub.get("/push.js").status == 404 or hub.get("/push.js").headers["content-type"] == "application/javascript"
+
+
+def test_odd_ids_are_deduplicated_exactly(hub):
+    c = coll()
+    ids = ['a"b', "é", "x\x00y", "\\u0041", "A", 'a"b']
+    res = hub.post("/connect/events", {c: [{"id": i} for i in ids]}).json()[c]
+    assert [r["duplicate"] for r in res] == [False, False, False, False, False, True]
+    for i in ids[:5]:
+        assert hub.post(f"/connect/events/{c}", {"id": i}).status == 409
+    with sqlite3.connect(hub.db) as conn:
+        eids = [r[0] for r in conn.execute(
+            "SELECT eid FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.rowid", (c,))]
+    assert eids == ids[:5]
+    assert [e["id"] for e in stored(hub, c)] == ids[:5]

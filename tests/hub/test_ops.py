@@ -1,0 +1,270 @@
+"""Operations of the hub: restarts, concurrency, workers, sink, root paths, stats, logs, limits, shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import threading
+import time
+
+import orjson
+import pytest
+
+from hub_support import Hub, raw_exchange, status_of
+
+OK = {"success": True, "duplicate": False}
+
+
+def count(db, api="connect", collection=None):
+    with sqlite3.connect(db) as conn:
+        q = "SELECT count(*) FROM events e JOIN collections c ON c.cid = e.cid WHERE c.api = ?"
+        args = [api]
+        if collection is not None:
+            q += " AND c.name = ?"
+            args.append(collection)
+        return conn.execute(q, args).fetchone()[0]
+
+
+def test_restart_keeps_data_and_duplicates(hub_factory):
+    hub = hub_factory()
+    assert hub.post("/connect/events", {"orders": [{"id": str(i)} for i in range(100)]}).status == 200
+    assert hub.post("/connect/events/orders", {"id": "single"}).status == 200
+    # uvicorn re-raises SIGTERM after its graceful shutdown
+    assert hub.stop() in (0, -signal.SIGTERM)
+    assert "database closed" in hub.logs()
+    again = hub_factory(db=hub.db)
+    got = again.get("/connect/events/orders?limit=1000").json()["results"]
+    assert len(got) == 101 and got[0]["id"] == "single"
+    assert again.post("/connect/events/orders", {"id": "single"}).status == 409
+    res = again.post("/connect/events", {"orders": [{"id": "5"}, {"id": "new"}]}).json()["orders"]
+    assert [r["duplicate"] for r in res] == [True, False]
+    with sqlite3.connect(hub.db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _hammer(hub, threads=6, batches=12, size=500, dup_every=7):
+    """Several threads post batches whose ids partly collide across threads; returns the acknowledged count."""
+    acked = []
+    errors = []
+
+    def worker(t):
+        n = 0
+        for b in range(batches):
+            events = []
+            for i in range(size):
+                # every dup_every-th id is shared by all threads: exactly one of them stores it
+                eid = f"shared-{b}-{i}" if i % dup_every == 0 else f"t{t}-{b}-{i}"
+                events.append({"id": eid, "timestamp": "2020-01-01T00:00:00Z", "t": t})
+            r = hub.post("/connect/events", {"load": events})
+            if r.status != 200:
+                errors.append(r)
+                continue
+            n += sum(1 for x in r.json()["load"] if x["success"])
+        acked.append(n)
+
+    ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors[:3]
+    return sum(acked)
+
+
+def test_concurrent_clients_stored_equals_acknowledged(hub_factory):
+    hub = hub_factory("--no-access-log")
+    acked = _hammer(hub)
+    shared = 12 * len(range(0, 500, 7))
+    assert acked == 12 * 500 * 6 - shared * 5  # every shared id acknowledged exactly once
+    assert count(hub.db, collection="load") == acked
+    got = hub.get("/connect/events/load?limit=10000").json()["results"]
+    assert len(got) == min(acked, 10000)
+
+
+def test_workers_share_one_database(hub_factory):
+    hub = hub_factory("--workers", "2", "--no-access-log")
+    acked = _hammer(hub, threads=4, batches=8)
+    assert count(hub.db, collection="load") == acked
+    pids = {hub.request("GET", "/health").json()["pid"] for _ in range(30)}
+    assert len(pids) >= 1  # which worker answers is up to the kernel
+    assert hub.stop() in (0, -signal.SIGTERM)
+
+
+def test_sink_counts_without_storing(hub_factory, tmp_path):
+    hub = hub_factory("--sink")
+    events = [{"id": str(i)} for i in range(1000)] + [{"tp_x": 1}, {"a.b": 1}, {"id": "1"}]
+    res = hub.post("/connect/events", {"s": events}).json()["s"]
+    assert res[:1000] == [OK] * 1000
+    assert [r["success"] for r in res[1000:]] == [False, False, False]
+    assert hub.post("/connect/events/s", {"id": "x"}).status == 200
+    assert hub.post("/connect/events/s", {"tp_": 1}).status == 400
+    assert hub.request("POST", "/barchart/events", {"events": [
+        {"customer": "BARCHART", "product": "ALERT", "type": "ALERT-CREATED", "timestamp": 1, "context": []}]},
+        {"Content-Type": "application/json"}).status == 200
+    st = hub.stats()
+    assert st["storage"] == "sink"
+    assert st["apis"]["connect"]["collections"]["s"] == {"events": 1001, "duplicates": 1, "rejected": 3,
+                                                        "bytes": st["apis"]["connect"]["collections"]["s"]["bytes"]}
+    assert st["apis"]["connect"]["events"] == 1001 and st["apis"]["barchart"]["events"] == 1
+    assert hub.get("/connect/events/s").json() == {"results": []}
+    assert not os.path.exists(tmp_path / "hub.db")
+
+
+def test_root_paths(hub_factory):
+    hub = hub_factory("--root", "connect")
+    assert hub.post("/events/rootc", {"id": "1"}).status == 200
+    assert hub.post("/events", {"rootc": [{"id": "2"}]}).json() == {"rootc": [OK]}
+    assert hub.post("/connect/events/rootc", {"id": "3"}).status == 200
+    assert [e["id"] for e in hub.get("/events/rootc").json()["results"]] == ["3", "2", "1"]
+    assert hub.request("POST", "/barchart/events", {"events": []}, {"Content-Type": "application/json"}).status == 200
+    bc = hub_factory("--root", "barchart")
+    ev = {"customer": "BARCHART", "product": "ALERT", "type": "ALERT-CREATED", "timestamp": 1, "context": ["u"]}
+    r = bc.request("POST", "/events", {"events": [ev]}, {"Content-Type": "application/json"})
+    assert r.status == 200 and r.json()[0]["sequence"] == 0
+    assert bc.request("GET", "/service/version").status == 200
+    assert bc.post("/events/x", {"id": "1"}).status == 404  # connect is not at the root here
+
+
+def test_stats_and_access_log(hub_factory):
+    hub = hub_factory("--project", "p:k")
+    auth = {"X-Project-Id": "p", "X-Api-Key": "k", "Content-Type": "application/json"}
+    hub.post("/connect/events", {"a": [{"id": "1"}, {"id": "1"}, {"tp_x": 1}], "b": [{"id": "2"}]}, headers=auth)
+    hub.post("/connect/events/a", {"id": "1"}, headers=auth)
+    hub.post("/connect/events/a", {"x": 1}, headers={"X-Project-Id": "p", "X-Api-Key": "bad"})
+    st = hub.stats()
+    a = st["apis"]["connect"]["collections"]["a"]
+    assert (a["events"], a["duplicates"], a["rejected"]) == (1, 2, 1)
+    assert st["apis"]["connect"]["collections"]["b"]["events"] == 1
+    assert st["events"] == 2 and st["rejected"] == 1
+    assert st["events_per_second_1m"] > 0
+    assert st["bytes_in"] > 0 and st["rejected_requests"] == 2  # the 409 and the 401
+    assert st["apis"]["connect"]["bytes"] == len(b'{"id":"1"}') + len(b'{"id":"2"}') + 2 * len(',"timestamp":"2026-01-01T00:00:00.000Z"')
+    time.sleep(0.2)
+    lines = [x for x in hub.access_lines() if x["path"].startswith("/connect")]
+    assert [x["status"] for x in lines] == [200, 409, 401]
+    assert lines[0]["events"] == 4 and lines[0]["stored"] == 2 and lines[0]["rejected"] == 1
+    assert lines[1]["reason"] == "duplicate id" and lines[2]["reason"] == "bad credentials"
+    assert set(lines[0]) >= {"ts", "client", "method", "path", "status", "bytes_in", "bytes_out", "ms"}
+
+
+def test_open_mode_accepts_any_key_and_says_so(hub_factory):
+    hub = hub_factory()
+    assert "any X-Project-Id / X-Api-Key is accepted" in hub.logs()
+    assert hub.post("/connect/events/x", {"a": 1}, headers={"X-Project-Id": "any", "X-Api-Key": "thing"}).status == 200
+    assert hub.post("/connect/events/x", {"a": 1}, headers={}).status == 200
+    assert hub.get("/connect/events/x", headers={"X-Project-Id": "any"}).json()["results"][0]["a"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["lines", "json"])
+def test_keys_file(hub_factory, tmp_path, fmt):
+    path = tmp_path / "keys"
+    if fmt == "lines":
+        path.write_text("# projects\np1:k1\n\np1:k2\np2:k:with:colons\n")
+    else:
+        path.write_text(json.dumps({"p1": ["k1", "k2"], "p2": "k:with:colons"}))
+    hub = hub_factory("--keys-file", str(path))
+    for pid, key in (("p1", "k1"), ("p1", "k2"), ("p2", "k:with:colons")):
+        assert hub.post("/connect/events/x", {"a": 1}, headers={"X-Project-Id": pid, "X-Api-Key": key}).status == 200
+    assert hub.post("/connect/events/x", {"a": 1}, headers={"X-Project-Id": "p2", "X-Api-Key": "k1"}).status == 401
+    assert "any X-Project-Id" not in hub.logs()
+
+
+def test_database_failure_is_500_and_server_survives(hub_factory):
+    hub = hub_factory()
+    assert hub.post("/connect/events/x", {"id": "1"}).status == 200
+    with sqlite3.connect(hub.db) as conn:
+        conn.execute("DROP TABLE events")
+    r = hub.post("/connect/events/x", {"id": "2"})
+    assert (r.status, r.json()) == (500, {"errorMessage": "An error occurred while processing your request"})
+    r = hub.post("/connect/events", {"x": [{"id": "3"}]})
+    assert r.status == 500
+    ev = {"customer": "BARCHART", "product": "ALERT", "type": "ALERT-CREATED", "timestamp": 1, "context": []}
+    r = hub.request("POST", "/barchart/events", {"events": [ev]}, {"Content-Type": "application/json"})
+    assert r.status == 500 and r.json()[0]["value"]["code"] == "REQUEST_GENERAL_FAILURE"
+    assert hub.request("GET", "/health").status == 200
+    assert "request failed" in hub.logs()
+
+
+def test_body_limits_on_the_wire(hub):
+    # the module hub: --max-body 1 MiB, --body-timeout 2 s
+    head = ("POST /connect/events/wire HTTP/1.1\r\nHost: x\r\nX-Project-Id: proj-1\r\nX-Api-Key: key-1\r\n"
+            "Content-Type: application/json\r\n")
+    # declared too large: answered before any body byte is sent
+    status, body = status_of(raw_exchange(hub.port, (head + "Content-Length: 5000000\r\n\r\n").encode()))
+    assert status == 413 and b"exceeds the maximum" in body
+    # chunked, no Content-Length: counted while reading
+    chunk = b"x" * 65536
+    data = (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b'5\r\n{"a":\r\n'
+    data += b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(20)) + b"0\r\n\r\n"
+    status, body = status_of(raw_exchange(hub.port, data))
+    assert status == 413
+    # a slow client: half a body, then silence
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+        s.sendall((head + "Content-Length: 100\r\n\r\n").encode() + b'{"a": 1')
+        t0 = time.monotonic()
+        reply = s.recv(65536)
+        assert status_of(reply)[0] == 408
+        assert 1.5 < time.monotonic() - t0 < 8
+    assert hub.request("GET", "/health").status == 200
+
+
+def test_graceful_shutdown_finishes_in_flight_request(hub_factory):
+    hub = hub_factory()
+    events = orjson.dumps({"inflight": [{"id": str(i)} for i in range(2000)]})
+    head = (f"POST /connect/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(events)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=15) as s:
+        s.sendall(head + events[:1000])
+        time.sleep(0.3)
+        hub.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        s.sendall(events[1000:])
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += s.recv(65536)
+    assert status_of(reply)[0] == 200
+    assert hub.proc.wait(15) in (0, -signal.SIGTERM)
+    assert count(hub.db, collection="inflight") == 2000
+    assert "database closed" in hub.logs()
+
+
+def test_memory_database(hub_factory):
+    hub = hub_factory(db=":memory:")
+    assert hub.post("/connect/events/m", {"id": "1"}, headers={}).status == 200
+    assert hub.post("/connect/events/m", {"id": "1"}, headers={}).status == 409
+    assert [e["id"] for e in hub.get("/connect/events/m", headers={}).json()["results"]] == ["1"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "2", "--db", ":memory:"], "cannot be shared"),
+        (["--project", "no-colon"], "expected PROJECT_ID:API_KEY"),
+        (["--keys-file", "/nonexistent/keys"], "No such file"),
+        (["--workers", "0"], "at least 1"),
+        (["--db", "/nonexistent/dir/x.db"], "cannot open the database"),
+    ],
+)
+def test_bad_options_exit_2(args, message):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "eventpush.cli.serve", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_full_cli_entry_point(tmp_path):
+    import sys
+
+    hub = Hub(tmp_path, "--project", "p:k", command=[sys.executable, "-m", "eventpush", "serve"])
+    try:
+        hub.start()
+        auth = {"X-Project-Id": "p", "X-Api-Key": "k", "Content-Type": "application/json"}
+        assert hub.post("/connect/events/cli", {"id": "1"}, headers=auth).status == 200
+        assert hub.post("/connect/events/cli", {"id": "1"}, headers=auth).status == 409
+    finally:
+        hub.stop()
