@@ -44,6 +44,7 @@ def test_single_event_stored_with_empty_200(hub):
     c = coll()
     r = hub.post(f"/connect/events/{c}", {"id": "e1", "timestamp": "2015-02-05T14:55:56.587Z", "amount": 1.5})
     assert r.status == 200 and r.body == b""
+    assert r.headers["content-type"] == "application/json"
     # stored exactly as received, compact, key order kept
     assert stored(hub, c) == [{"id": "e1", "timestamp": "2015-02-05T14:55:56.587Z", "amount": 1.5}]
     with sqlite3.connect(hub.db) as conn:

@@ -485,7 +485,9 @@ class HubApp:
                 f"Duplicate event: an event with id {eid!r} already exists in collection {collection!r}."), _JSON
         req.stored = 1
         self.stats.events("connect", collection, 1, 0, 0, len(body))
-        return 200, b"", []
+        # Empty body, but typed as JSON: the Ruby gem parses a JSON-typed empty body as "{}" and merges the event in
+        # (spec/connect.md §4.4); untyped, its response data would be the raw empty string.
+        return 200, b"", _JSON
 
     async def _connect_batch(self, scope: Scope, receive: Receive, req: _Req) -> Tuple[int, bytes, Headers]:
         project = self._project(scope)
