@@ -14,8 +14,10 @@ collection and tag, so any subset can be re-framed for a retry from the stored b
 Errors: bad input raises ``eventpush.errors.EventValidationError`` (rules, with the spec's exact messages in
 ``.message`` and ``.errors``), ``EventTooLargeError`` (per-event limit, ``.message`` = the dialect's
 ``too_large_message``), or ``EventTypeError`` (not a dict; unserializable value; unsupported key; NaN/Infinity;
-nesting deeper than 255), each naming ``.index``, ``.collection`` and ``.field`` (dotted path such as
-``"a.b[2].c"``). A failing event never leaves partial bytes in a batch.
+nesting that orjson refuses: 255 nested containers), each naming ``.index``, ``.collection`` and ``.field``
+(dotted path such as ``"a.b[2].c"``; for rule errors the field as the rules name it, e.g. connect-python's leaf
+property name). A failing event never leaves partial bytes in a batch. Checks run in this order: collection
+name, the rules (all rule errors of one event in one exception), serialization, the per-event size limit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ class Batch:
     Events are indexed in **body order**. For ``"collections"`` framing the body groups events by collection in
     first-seen order (push order within a collection), so body order can differ from push order; ``tag(i)``
     tells which input an event came from.
+
+    Batches are made by an ``Encoder`` (the constructor is not public) and cannot be pickled (send ``body()``).
+    In the twin a ``Batch`` is a ``bytes`` subclass holding the body (so ``memoryview(batch)`` is zero-copy and
+    read-only on every Python); it counts exported views, and so refuses ``release()`` while one is alive, only
+    on Python 3.12+ (PEP 688). The compiled core counts them on every version.
     """
 
     @property
@@ -61,8 +68,10 @@ class Batch:
         """``[(collection, start, stop), …]``: body-index ranges per collection, in body order (one group of
         collection ``None`` for dialects without collections)."""
     def subset(self, indices: Sequence[int]) -> "Batch":
-        """A new sealed batch of the given events (body indices), framed anew from their stored bytes; order,
-        collections and tags kept. Raises ``IndexError`` for a bad index, ``ValueError`` for an empty subset."""
+        """A new sealed batch of the given events (body indices), framed anew from their stored bytes, in the
+        order given (regrouped by collection, first-seen order); collections and tags kept. Raises
+        ``IndexError`` for an index outside ``0 <= i < count`` (no negative indexing), ``TypeError`` for a
+        non-int, ``ValueError`` for an empty subset. The limits are not applied."""
     def release(self) -> None:
         """Give the buffer back for reuse. Raises ``BufferError`` while a ``memoryview`` of the batch is alive;
         afterwards the batch is empty and unusable (``count == 0``)."""
@@ -100,13 +109,15 @@ class Encoder:
         """Body bytes of the open batch, as it would be if sealed now."""
     def encode(self, event: Any, collection: Optional[str] = None) -> bytes:
         """Validate, stamp and serialize one event; return its bytes (a single-event request body). Errors carry
-        ``index=0``."""
+        ``index=0`` and ``collection``. The collection may be omitted here even for ``"collections"`` framing
+        (it only goes into the URL); when given it must be a ``str``. Does not touch the open batch."""
     def add(self, event: Any, collection: Optional[str] = None, tag: Any = None) -> Optional[Batch]:
         """Encode one event into the open batch.
 
         Returns the batch that was sealed to make room (the event then opens the next batch) or that became full
         with this event (``max_batch_events`` reached); otherwise ``None``. On bad input raises (``index=0``) and the
-        open batch is unchanged.
+        open batch is unchanged. For ``"collections"`` framing ``collection`` must be a ``str`` (else
+        ``EventTypeError``); other framings ignore it (``Batch.collection(i)`` is then ``None``).
         """
     def seal(self) -> Optional[Batch]:
         """Seal and return the open batch, or ``None`` when it is empty."""
@@ -126,11 +137,12 @@ class Encoder:
         """
 
 def uuid4_str(urandom: Optional[Callable[[int], bytes]] = None) -> str:
-    """One UUID4 string from the shared buffered pool (or from ``urandom`` when given)."""
+    """One UUID4 string from the shared buffered pool (or from ``urandom(16)`` when given); lowercase
+    8-4-4-4-12 hex, byte 6 = ``(b & 0x0F) | 0x40``, byte 8 = ``(b & 0x3F) | 0x80``."""
 
 def format_iso_naive(micros: int) -> str:
-    """``datetime.utcfromtimestamp(micros / 1e6).isoformat()`` without the deprecation: microseconds only when
-    non-zero."""
+    """``(datetime(1970, 1, 1) + timedelta(microseconds=micros)).isoformat()``: naive UTC, microseconds only when
+    non-zero. ``TypeError`` for a non-int (or bool), ``OverflowError`` outside years 1–9999."""
 
 def format_iso_seconds_z(micros: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds, truncated); same errors as ``format_iso_naive``."""

@@ -1,0 +1,1396 @@
+# cython: language_level=3
+"""Compiled encoder core (see ``_core.pyi`` for the contract; ``_core_py.py`` is the pure-Python twin).
+
+Hot paths are typed C: the batch buffers, the random pool and UUID formatting, time formatting, the connect key
+checks, and the Barchart writer, which writes whole events without building a dict. orjson is called once per
+event for the Connect and "none" rules. Every error path delegates to the twin's functions, so messages, fields
+and error dicts are the twin's by construction; the differential tests check the bytes.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBuffer_FillInfo
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.datetime cimport (
+    PyDate_Check,
+    PyDateTime_Check,
+    PyDateTime_CheckExact,
+    PyTime_Check,
+    datetime_new,
+    import_datetime,
+)
+from cpython.dict cimport PyDict_Check, PyDict_Contains, PyDict_GetItem, PyDict_Next, PyDict_SetItem
+from cpython.list cimport PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.set cimport PySet_Contains
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
+from libc.math cimport isfinite
+from libc.string cimport memchr, memcpy
+
+import os
+
+import orjson
+
+from . import _core_py as _py
+from .dialects import Dialect
+from .errors import EventError, EventTooLargeError, EventTypeError
+
+__all__ = ["Encoder", "Batch", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
+
+cdef extern from "Python.h":
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    Py_UCS4 PyUnicode_READ_CHAR(object o, Py_ssize_t index)
+    Py_ssize_t PyUnicode_FindChar(object s, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end, int direction) except -2
+    const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size)
+    object PyUnicode_New(Py_ssize_t size, Py_UCS4 maxchar)
+    void* PyUnicode_DATA(object o)
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+    bint PyBool_Check(object o)
+    bint PyFloat_Check(object o)
+    double PyFloat_AS_DOUBLE(object o)
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    size_t PY_VECTORCALL_ARGUMENTS_OFFSET
+    void PyErr_Clear()
+
+cdef extern from *:
+    """
+    #ifdef _WIN32
+    #include <windows.h>
+    static long long eventpush_now_micros(void) {
+        FILETIME ft; ULARGE_INTEGER u;
+        GetSystemTimePreciseAsFileTime(&ft);
+        u.LowPart = ft.dwLowDateTime; u.HighPart = ft.dwHighDateTime;
+        return (long long)((u.QuadPart - 116444736000000000ULL) / 10);
+    }
+    #else
+    #include <time.h>
+    static long long eventpush_now_micros(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+    }
+    #endif
+    """
+    long long eventpush_now_micros() nogil
+
+import_datetime()
+
+cdef object _dumps = orjson.dumps
+cdef object _OPT_CONNECT_PY = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME  # the twin's options
+cdef object _OPT_NATIVE_PY = orjson.OPT_NON_STR_KEYS
+cdef object _iso_default = _py._iso_default
+cdef tuple _DUMPS_KWNAMES = ("default", "option")
+cdef object _os_urandom = os.urandom
+cdef object _DIALECT_LIMIT = _py._DIALECT_LIMIT
+cdef object _UNSET = object()
+
+
+cdef bytes _call_dumps(object obj, object default, object option):
+    # PERF: orjson.dumps(obj, default=..., option=...) through vectorcall with kwnames: no kwargs dict per call
+    cdef PyObject* args[4]
+    cdef object result
+    args[0] = NULL
+    args[1] = <PyObject*>obj
+    args[2] = <PyObject*>default
+    args[3] = <PyObject*>option
+    result = PyObject_Vectorcall(_dumps, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, _DUMPS_KWNAMES)
+    return <bytes>result
+
+
+cdef str _K_ID = "id"
+cdef str _K_TIMESTAMP = "timestamp"
+cdef str _K_CUSTOMER = "customer"
+cdef str _K_PRODUCT = "product"
+cdef str _K_TYPE = "type"
+cdef str _K_VERSION = "version"
+cdef str _K_CONTEXT = "context"
+
+cdef enum:
+    RULES_CONNECT_PY = 1
+    RULES_CONNECT_RB = 2
+    RULES_BARCHART = 3
+    RULES_NONE = 4
+
+cdef enum:
+    FRAMING_COLLECTIONS = 1
+    FRAMING_EVENTS = 2
+    FRAMING_NDJSON = 3
+    FRAMING_ARRAY = 4
+
+cdef enum:
+    MAX_DEPTH = 255          # orjson refuses 255 nested containers (same constant as the twin)
+    RANDOM_CHUNK = 4096
+    FIRST_CAPACITY = 1024
+
+cdef long long _MIN_MICROS = -62135596800LL * 1000000LL
+cdef long long _MAX_MICROS = 253402300800LL * 1000000LL - 1
+cdef long long _US_PER_DAY = 86400LL * 1000000LL
+
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Growable byte buffer (py-pgproto style: start small, grow by doubling with PyMem_Realloc)
+
+@cython.final
+cdef class _Buf:
+    cdef char* data
+    cdef Py_ssize_t len
+    cdef Py_ssize_t cap
+
+    def __cinit__(self):
+        self.data = NULL
+        self.len = 0
+        self.cap = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.data)
+        self.data = NULL
+
+    cdef inline int reserve(self, Py_ssize_t extra) except -1:
+        if self.len + extra > self.cap:
+            self._grow(self.len + extra)
+        return 0
+
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self.cap if self.cap else FIRST_CAPACITY
+        cdef char* p
+        while cap < need:
+            cap <<= 1
+        p = <char*>PyMem_Realloc(self.data, cap)
+        if p == NULL:
+            raise MemoryError()
+        self.data = p
+        self.cap = cap
+        return 0
+
+    cdef inline int write(self, const char* s, Py_ssize_t n) except -1:
+        if self.len + n > self.cap:
+            self._grow(self.len + n)
+        memcpy(self.data + self.len, s, n)
+        self.len += n
+        return 0
+
+    cdef inline int write_byte(self, char c) except -1:
+        if self.len + 1 > self.cap:
+            self._grow(self.len + 1)
+        self.data[self.len] = c
+        self.len += 1
+        return 0
+
+    cdef char* take(self):
+        """Hand the memory to the caller (a Batch) and start empty."""
+        cdef char* p = self.data
+        self.data = NULL
+        self.len = 0
+        self.cap = 0
+        return p
+
+
+cdef int _write_ll(_Buf buf, long long v) except -1:
+    cdef char tmp[24]
+    cdef int i = 24
+    cdef unsigned long long u
+    cdef bint neg = v < 0
+    if neg:
+        u = <unsigned long long>(-(v + 1)) + 1
+    else:
+        u = <unsigned long long>v
+    while True:
+        i -= 1
+        tmp[i] = <char>(48 + u % 10)
+        u //= 10
+        if u == 0:
+            break
+    if neg:
+        i -= 1
+        tmp[i] = b'-'
+    buf.write(tmp + i, 24 - i)
+    return 0
+
+
+cdef int _write_json_str(_Buf buf, object s) except -1:
+    """Write ``s`` as a JSON string exactly as orjson does. Returns 1 when ``s`` cannot be encoded (surrogates)."""
+    cdef Py_ssize_t n, i
+    cdef const unsigned char* p
+    cdef unsigned char c
+    p = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, &n)
+    if p == NULL:
+        PyErr_Clear()
+        return 1
+    buf.reserve(n + 2)
+    buf.data[buf.len] = b'"'
+    buf.len += 1
+    # PERF: copy the clean prefix (usually the whole string) in one memcpy
+    i = 0
+    while i < n and p[i] >= 0x20 and p[i] != 34 and p[i] != 92:
+        i += 1
+    memcpy(buf.data + buf.len, p, i)
+    buf.len += i
+    for i in range(i, n):
+        c = p[i]
+        if c >= 0x20 and c != 34 and c != 92:
+            if buf.len + 1 > buf.cap:
+                buf._grow(buf.len + 1)
+            buf.data[buf.len] = <char>c
+            buf.len += 1
+        elif c == 34:
+            buf.write(b'\\"', 2)
+        elif c == 92:
+            buf.write(b'\\\\', 2)
+        elif c == 10:
+            buf.write(b'\\n', 2)
+        elif c == 13:
+            buf.write(b'\\r', 2)
+        elif c == 9:
+            buf.write(b'\\t', 2)
+        elif c == 8:
+            buf.write(b'\\b', 2)
+        elif c == 12:
+            buf.write(b'\\f', 2)
+        else:
+            buf.write(b'\\u00', 4)
+            buf.write_byte(_HEX[c >> 4])
+            buf.write_byte(_HEX[c & 15])
+    buf.write_byte(b'"')
+    return 0
+
+
+cdef bint _has_null(const char* p, Py_ssize_t n):
+    # PERF: orjson writes NaN/Infinity as null; only a body containing "null" needs the NaN walk.
+    cdef const char* end = p + n
+    cdef const char* q = p
+    while end - q >= 4:
+        q = <const char*>memchr(q, b'n', (end - q) - 3)
+        if q == NULL:
+            return False
+        if q[1] == b'u' and q[2] == b'l' and q[3] == b'l':
+            return True
+        q += 1
+    return False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time
+
+cdef inline long long _floordiv(long long a, long long b):
+    cdef long long q = a // b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef void _civil_from_days(long long z, int* y, int* m, int* d):
+    # Howard Hinnant's days -> civil date (proleptic Gregorian)
+    cdef long long era, doe, yoe, doy, mp
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d[0] = <int>(doy - (153 * mp + 2) // 5 + 1)
+    m[0] = <int>(mp + 3 if mp < 10 else mp - 9)
+    y[0] = <int>(yoe + era * 400 + (1 if m[0] <= 2 else 0))
+
+
+cdef long long _days_from_civil(long long y, long long m, long long d):
+    cdef long long era, yoe, doy, doe
+    if m <= 2:
+        y -= 1
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+cdef struct _Civil:
+    int year, month, day, hour, minute, second, micro
+
+
+cdef _Civil _split_micros(long long micros):
+    cdef _Civil c
+    cdef long long days = _floordiv(micros, _US_PER_DAY)
+    cdef long long rest = micros - days * _US_PER_DAY
+    _civil_from_days(days, &c.year, &c.month, &c.day)
+    c.micro = <int>(rest % 1000000)
+    rest //= 1000000
+    c.second = <int>(rest % 60)
+    rest //= 60
+    c.minute = <int>(rest % 60)
+    c.hour = <int>(rest // 60)
+    return c
+
+
+cdef long long _micros_of(object value) except? -1:
+    """The clock's value as a checked C integer (the twin's ``_check_micros`` raises the same errors)."""
+    cdef int overflow = 0
+    cdef long long v
+    if PyLong_CheckExact(value):
+        v = PyLong_AsLongLongAndOverflow(value, &overflow)
+        if overflow == 0 and _MIN_MICROS <= v <= _MAX_MICROS:
+            return v
+    value = _py._check_micros(value)  # raises TypeError / OverflowError, or accepts an int subclass
+    return PyLong_AsLongLongAndOverflow(value, &overflow)
+
+
+cdef inline void _put2(char* p, int v):
+    p[0] = <char>(48 + v // 10)
+    p[1] = <char>(48 + v % 10)
+
+
+cdef inline void _put4(char* p, int v):
+    p[0] = <char>(48 + v // 1000)
+    p[1] = <char>(48 + (v // 100) % 10)
+    p[2] = <char>(48 + (v // 10) % 10)
+    p[3] = <char>(48 + v % 10)
+
+
+cdef int _fmt_seconds(char* p, int y, int mo, int d, int h, int mi, int s):
+    _put4(p, y)
+    p[4] = b'-'
+    _put2(p + 5, mo)
+    p[7] = b'-'
+    _put2(p + 8, d)
+    p[10] = b'T'
+    _put2(p + 11, h)
+    p[13] = b':'
+    _put2(p + 14, mi)
+    p[16] = b':'
+    _put2(p + 17, s)
+    return 19
+
+
+cdef str _ascii(const char* p, Py_ssize_t n):
+    # PERF: an ASCII str filled in place (no max-char scan)
+    cdef object s = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_DATA(s), p, n)
+    return <str>s
+
+
+def format_iso_naive(micros):
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]`` (naive UTC; microseconds only when non-zero), like ``isoformat()``."""
+    cdef char out[32]
+    cdef int n, us
+    cdef _Civil c = _split_micros(_micros_of(micros))
+    n = _fmt_seconds(out, c.year, c.month, c.day, c.hour, c.minute, c.second)
+    if c.micro:
+        out[19] = b'.'
+        us = c.micro
+        for n in range(25, 19, -1):
+            out[n] = <char>(48 + us % 10)
+            us //= 10
+        n = 26
+    return _ascii(out, n)
+
+
+def format_iso_seconds_z(micros):
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
+    cdef char out[24]
+    cdef _Civil c = _split_micros(_micros_of(micros))
+    _fmt_seconds(out, c.year, c.month, c.day, c.hour, c.minute, c.second)
+    out[19] = b'Z'
+    return _ascii(out, 20)
+
+
+cdef object _naive_datetime(long long micros):
+    cdef _Civil c = _split_micros(micros)
+    return datetime_new(c.year, c.month, c.day, c.hour, c.minute, c.second, c.micro, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Random pool and UUID4
+
+@cython.final
+cdef class _Pool:
+    cdef object urandom
+    cdef bytes buf
+    cdef Py_ssize_t pos
+
+    def __cinit__(self, urandom):
+        self.urandom = urandom
+        self.buf = b""
+        self.pos = 0
+
+    cdef str uuid(self):
+        # PERF: 16 bytes at a time from a 4 KiB pool; hex formatted in C
+        cdef Py_ssize_t pos = self.pos
+        cdef object raw
+        if pos + 16 > PyBytes_GET_SIZE(self.buf):
+            raw = (self.urandom if self.urandom is not None else _os_urandom)(RANDOM_CHUNK)
+            if not PyBytes_CheckExact(raw):
+                raw = bytes(raw)
+            if PyBytes_GET_SIZE(raw) < 16:
+                raise ValueError("urandom returned fewer than 16 bytes")
+            self.buf = raw
+            pos = 0
+        self.pos = pos + 16
+        return _uuid_from(<const unsigned char*>PyBytes_AS_STRING(self.buf) + pos)
+
+
+cdef str _uuid_from(const unsigned char* raw):
+    cdef char out[36]
+    cdef int i, j = 0
+    cdef unsigned char b
+    for i in range(16):
+        if i == 4 or i == 6 or i == 8 or i == 10:
+            out[j] = b'-'
+            j += 1
+        b = raw[i]
+        if i == 6:
+            b = (b & 0x0F) | 0x40
+        elif i == 8:
+            b = (b & 0x3F) | 0x80
+        out[j] = _HEX[b >> 4]
+        out[j + 1] = _HEX[b & 15]
+        j += 2
+    return _ascii(out, 36)
+
+
+cdef _Pool _SHARED_POOL = _Pool(None)
+
+
+def uuid4_str(urandom=None):
+    """One UUID4 string from the shared buffered pool (or from ``urandom(16)`` when given)."""
+    cdef bytes raw
+    if urandom is None:
+        return _SHARED_POOL.uuid()
+    raw = bytes(urandom(16))
+    if len(raw) < 16:
+        raise ValueError("urandom returned fewer than 16 bytes")
+    return _uuid_from(<const unsigned char*>PyBytes_AS_STRING(raw))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batch
+
+@cython.final
+cdef class Batch:
+    """A sealed batch: one contiguous body plus the span of every event in it (see ``_core.pyi``)."""
+
+    cdef char* _buf
+    cdef Py_ssize_t _nbytes
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t* _offs
+    cdef Py_ssize_t* _lens
+    cdef list _colls
+    cdef list _tags
+    cdef list _groups
+    cdef object _dialect
+    cdef int _exports
+    cdef bint _keyed              # PERF: tags are (collection, i), built on demand from _colls and the positions
+    cdef bint _positional         # PERF: tags are input positions, kept in a C array (_ptags) until asked for
+    cdef Py_ssize_t* _ptags
+
+    def __cinit__(self):
+        self._buf = NULL
+        self._offs = NULL
+        self._lens = NULL
+        self._ptags = NULL
+        self._n = 0
+        self._nbytes = 0
+        self._exports = 0
+        self._colls = []
+        self._tags = []
+        self._groups = []
+
+    def __init__(self):
+        raise TypeError("batches are made by an Encoder")
+
+    def __dealloc__(self):
+        PyMem_Free(self._buf)
+        PyMem_Free(self._offs)
+        PyMem_Free(self._lens)
+        PyMem_Free(self._ptags)
+
+    def __getbuffer__(self, Py_buffer* view, int flags):
+        # read-only: PyBuffer_FillInfo refuses PyBUF_WRITABLE requests
+        PyBuffer_FillInfo(view, self, self._buf if self._buf != NULL else <char*>b"", self._nbytes, 1, flags)
+        self._exports += 1
+
+    def __releasebuffer__(self, Py_buffer* view):
+        self._exports -= 1
+
+    @property
+    def count(self):
+        """Number of events."""
+        return self._n
+
+    @property
+    def nbytes(self):
+        """Length of the body in bytes."""
+        return self._nbytes
+
+    @property
+    def dialect(self):
+        return self._dialect
+
+    def __len__(self):
+        return self._n
+
+    def __repr__(self):
+        return f"<Batch {self._dialect.name} count={self._n} nbytes={self._nbytes}>"
+
+    def __reduce__(self):
+        raise TypeError("a Batch cannot be pickled; send body() and re-encode")
+
+    cdef Py_ssize_t _check(self, object i) except -1:
+        cdef Py_ssize_t k
+        if not isinstance(i, int):
+            raise TypeError(f"batch indices must be integers, not {type(i).__name__}")
+        if not 0 <= i < self._n:
+            raise IndexError(f"batch index {i} out of range (count {self._n})")
+        k = i
+        return k
+
+    def body(self):
+        """A copy of the body."""
+        return PyBytes_FromStringAndSize(self._buf, self._nbytes) if self._nbytes else b""
+
+    def event(self, i):
+        """The encoded bytes of event ``i`` (no framing)."""
+        cdef Py_ssize_t k = self._check(i)
+        return PyBytes_FromStringAndSize(self._buf + self._offs[k], self._lens[k])
+
+    def span(self, i):
+        """``(offset, length)`` of event ``i`` inside the body."""
+        cdef Py_ssize_t k = self._check(i)
+        return (self._offs[k], self._lens[k])
+
+    def collection(self, i):
+        """The collection of event ``i`` (None for dialects without collections)."""
+        return self._colls[self._check(i)]
+
+    def tag(self, i):
+        """The tag given with event ``i``."""
+        cdef Py_ssize_t k = self._check(i)
+        return self._tag(k)
+
+    cdef object _tag(self, Py_ssize_t k):
+        cdef object value = self._ptags[k] if self._positional else self._tags[k]
+        if self._keyed:
+            return (self._colls[k], value)
+        return value
+
+    def tags(self):
+        """All tags in body order."""
+        cdef Py_ssize_t k
+        return [self._tag(k) for k in range(self._n)]
+
+    def groups(self):
+        """``[(collection, start, stop), …]`` in body order."""
+        return list(self._groups)
+
+    def subset(self, indices):
+        """A new sealed batch of the given events, framed anew from their stored bytes."""
+        cdef _Acc acc = _Acc(self._dialect)
+        cdef Py_ssize_t k
+        acc.keyed = self._keyed
+        acc.positional = self._positional
+        for i in indices:
+            k = self._check(i)
+            if self._positional:
+                acc.append(self._buf + self._offs[k], self._lens[k], self._colls[k], None, self._ptags[k])
+            else:
+                acc.append(self._buf + self._offs[k], self._lens[k], self._colls[k], self._tags[k], 0)
+        if not acc.n:
+            raise ValueError("an empty subset")
+        return acc.seal()
+
+    def release(self):
+        """Give the buffer back. Raises ``BufferError`` while a view is alive; afterwards the batch is empty."""
+        if self._exports:
+            raise BufferError("the batch is exported: release every memoryview of it first")
+        PyMem_Free(self._buf)
+        PyMem_Free(self._offs)
+        PyMem_Free(self._lens)
+        PyMem_Free(self._ptags)
+        self._buf = NULL
+        self._offs = NULL
+        self._lens = NULL
+        self._ptags = NULL
+        self._n = 0
+        self._nbytes = 0
+        self._colls = []
+        self._tags = []
+        self._groups = []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The open batch
+
+@cython.final
+cdef class _Acc:
+    """Event bytes of the open batch, their spans, collections and tags, and the body size if sealed now.
+
+    For ``events`` / ``ndjson`` / ``array`` framing the buffer already is the body (prefix and separators written
+    as events arrive; sealing appends the suffix and hands the memory to the Batch). For ``collections`` the
+    buffer holds the bare events and sealing groups them into a new body.
+    """
+
+    cdef object dialect
+    cdef int framing
+    cdef _Buf buf
+    cdef Py_ssize_t* offs
+    cdef Py_ssize_t* lens
+    cdef int* gids
+    cdef Py_ssize_t cap
+    cdef Py_ssize_t n
+    cdef Py_ssize_t nbytes
+    cdef list colls
+    cdef list tags
+    cdef dict gindex       # collection -> group id
+    cdef list gnames       # escaped names, first-seen order
+    cdef list gcolls       # collection names, first-seen order
+    cdef dict names        # collection -> escaped JSON name (bytes)
+    cdef Py_ssize_t hint   # PERF: the next buffer starts at the size the last batch reached
+    cdef object last_coll  # PERF: the collection of the previous event and its group (identity check)
+    cdef int last_gid
+    cdef bint keyed        # tags are input positions inside their collection (encode_batch with a mapping)
+    cdef bint positional   # tags are input positions (encode_batch): kept in ptags, not as Python ints
+    cdef Py_ssize_t* ptags
+
+    def __cinit__(self, dialect):
+        self.dialect = dialect
+        self.framing = _framing_code(dialect.framing)
+        self.offs = NULL
+        self.lens = NULL
+        self.gids = NULL
+        self.ptags = NULL
+        self.cap = 0
+        self.names = {}
+        self.hint = 0
+        self.keyed = False
+        self.positional = False
+        self.reset()
+
+    def __dealloc__(self):
+        PyMem_Free(self.offs)
+        PyMem_Free(self.lens)
+        PyMem_Free(self.gids)
+        PyMem_Free(self.ptags)
+
+    cdef int reset(self) except -1:
+        self.buf = _Buf()
+        self.n = 0
+        self.nbytes = 0
+        self.colls = []
+        self.tags = []
+        self.gindex = {}
+        self.gnames = []
+        self.gcolls = []
+        self.last_coll = None
+        self.last_gid = 0
+        return 0
+
+    cdef bytes escaped(self, object collection):
+        cdef object name = self.names.get(collection) if PyUnicode_CheckExact(collection) else None
+        if name is None:
+            if not isinstance(collection, str):
+                raise EventTypeError(_py.MSG_COLLECTION)
+            try:
+                name = _dumps(collection)
+            except TypeError as exc:
+                raise EventTypeError(f"Collection name cannot be encoded: {exc}") from None
+            self.names[collection] = name
+        return <bytes>name
+
+    cdef Py_ssize_t size_with(self, Py_ssize_t length, object collection) except -1:
+        cdef int framing = self.framing
+        if framing == FRAMING_NDJSON:
+            return self.nbytes + length + 1
+        if framing == FRAMING_EVENTS:
+            return (self.nbytes + length + 1) if self.n else length + 13
+        if framing == FRAMING_ARRAY:
+            return (self.nbytes + length + 1) if self.n else length + 2
+        if not self.n:
+            return PyBytes_GET_SIZE(self.escaped(collection)) + length + 5
+        if collection is self.last_coll:
+            return self.nbytes + length + 1
+        if collection in self.gindex:
+            return self.nbytes + length + 1
+        return self.nbytes + PyBytes_GET_SIZE(self.escaped(collection)) + length + 4
+
+    cdef int _grow_spans(self) except -1:
+        cdef Py_ssize_t cap = self.cap * 2 if self.cap else 64
+        cdef void* p
+        p = PyMem_Realloc(self.offs, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        self.offs = <Py_ssize_t*>p
+        p = PyMem_Realloc(self.lens, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        self.lens = <Py_ssize_t*>p
+        p = PyMem_Realloc(self.gids, cap * sizeof(int))
+        if p == NULL:
+            raise MemoryError()
+        self.gids = <int*>p
+        p = PyMem_Realloc(self.ptags, cap * sizeof(Py_ssize_t))
+        if p == NULL:
+            raise MemoryError()
+        self.ptags = <Py_ssize_t*>p
+        self.cap = cap
+        return 0
+
+    cdef int append(self, const char* data, Py_ssize_t length, object collection, object tag,
+                    Py_ssize_t ptag) except -1:
+        cdef int framing = self.framing
+        cdef _Buf buf = self.buf
+        cdef object gobj
+        cdef int gid
+        cdef bytes name
+        if self.n == self.cap:
+            self._grow_spans()
+        if buf.cap == 0 and self.hint:
+            buf.reserve(self.hint)
+        if framing == FRAMING_COLLECTIONS:
+            if self.n and collection is self.last_coll:
+                gid = self.last_gid
+                self.nbytes += length + 1
+            else:
+                self.nbytes = self.size_with(length, collection)
+                gobj = self.gindex.get(collection)
+                if gobj is None:
+                    gid = len(self.gcolls)
+                    self.gindex[collection] = gid
+                    self.gcolls.append(collection)
+                    self.gnames.append(self.escaped(collection))
+                else:
+                    gid = gobj
+                self.last_coll = collection
+                self.last_gid = gid
+            self.gids[self.n] = gid
+            # PERF: laid out as the body of a one-collection batch (the common case); sealing rebuilds the body
+            # only when several collections were mixed
+            if self.n:
+                buf.write_byte(b',')
+            else:
+                name = <bytes>self.gnames[0]
+                buf.write_byte(b'{')
+                buf.write(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+                buf.write(b':[', 2)
+        else:
+            collection = None
+            self.nbytes = self.size_with(length, None)
+            if framing == FRAMING_EVENTS:
+                if self.n:
+                    buf.write_byte(b',')
+                else:
+                    buf.write(b'{"events":[', 11)
+            elif framing == FRAMING_ARRAY:
+                buf.write_byte(b',' if self.n else b'[')
+        self.offs[self.n] = buf.len
+        self.lens[self.n] = length
+        buf.write(data, length)
+        if framing == FRAMING_NDJSON:
+            buf.write_byte(b'\n')
+        self.colls.append(collection)
+        if self.positional:
+            self.ptags[self.n] = ptag
+        else:
+            self.tags.append(tag)
+        self.n += 1
+        return 0
+
+    cdef Batch seal(self):
+        cdef Batch batch = Batch.__new__(Batch)
+        cdef int framing = self.framing
+        cdef Py_ssize_t n = self.n, i, j, g, ng, pos, start
+        cdef _Buf body
+        cdef Py_ssize_t* order
+        cdef Py_ssize_t* counts
+        cdef bytes name
+        batch._dialect = self.dialect
+        batch._n = n
+        batch._keyed = self.keyed
+        batch._positional = self.positional
+        if framing != FRAMING_COLLECTIONS or len(self.gcolls) == 1:
+            if framing == FRAMING_EVENTS or framing == FRAMING_COLLECTIONS:
+                self.buf.write(b']}', 2)
+            elif framing == FRAMING_ARRAY:
+                self.buf.write_byte(b']')
+            batch._nbytes = self.buf.len
+            self.hint = self.buf.len
+            batch._buf = self.buf.take()
+            batch._offs = self.offs
+            batch._lens = self.lens
+            batch._colls = self.colls
+            batch._tags = self.tags
+            batch._groups = [(self.gcolls[0] if framing == FRAMING_COLLECTIONS else None, 0, n)]
+            batch._ptags = self.ptags
+            PyMem_Free(self.gids)
+        else:
+            # group by collection (first-seen order, push order within): a counting sort over group ids
+            ng = len(self.gcolls)
+            counts = <Py_ssize_t*>PyMem_Malloc((ng + 1) * sizeof(Py_ssize_t))
+            order = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+            batch._offs = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+            batch._lens = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+            batch._ptags = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+            if (counts == NULL or order == NULL or batch._offs == NULL or batch._lens == NULL
+                    or batch._ptags == NULL):
+                PyMem_Free(counts)
+                PyMem_Free(order)
+                raise MemoryError()
+            for g in range(ng + 1):
+                counts[g] = 0
+            for i in range(n):
+                counts[self.gids[i] + 1] += 1
+            for g in range(ng):
+                counts[g + 1] += counts[g]
+            for i in range(n):
+                order[counts[self.gids[i]]] = i
+                counts[self.gids[i]] += 1
+            body = _Buf()
+            body.reserve(self.nbytes)
+            body.write_byte(b'{')
+            colls = []
+            tags = []
+            groups = []
+            j = 0
+            for g in range(ng):
+                if g:
+                    body.write_byte(b',')
+                name = <bytes>self.gnames[g]
+                body.write(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
+                body.write(b':[', 2)
+                start = j
+                while j < n and self.gids[order[j]] == g:
+                    i = order[j]
+                    if j != start:
+                        body.write_byte(b',')
+                    batch._offs[j] = body.len
+                    batch._lens[j] = self.lens[i]
+                    body.write(self.buf.data + self.offs[i], self.lens[i])
+                    colls.append(self.colls[i])
+                    if self.positional:
+                        batch._ptags[j] = self.ptags[i]
+                    else:
+                        tags.append(self.tags[i])
+                    j += 1
+                body.write_byte(b']')
+                groups.append((self.gcolls[g], start, j))
+            body.write_byte(b'}')
+            PyMem_Free(counts)
+            PyMem_Free(order)
+            batch._nbytes = body.len
+            self.hint = self.buf.len
+            batch._buf = body.take()
+            batch._colls = colls
+            batch._tags = tags
+            batch._groups = groups
+            PyMem_Free(self.offs)
+            PyMem_Free(self.lens)
+            PyMem_Free(self.gids)
+            PyMem_Free(self.ptags)
+        if batch._nbytes != self.nbytes:
+            raise AssertionError("batch size bookkeeping is off")
+        self.offs = NULL
+        self.lens = NULL
+        self.gids = NULL
+        self.ptags = NULL
+        self.cap = 0
+        self.reset()
+        return batch
+
+
+cdef int _framing_code(str framing) except -1:
+    if framing == "collections":
+        return FRAMING_COLLECTIONS
+    if framing == "events":
+        return FRAMING_EVENTS
+    if framing == "ndjson":
+        return FRAMING_NDJSON
+    if framing == "array":
+        return FRAMING_ARRAY
+    raise ValueError(f"unknown framing {framing!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rules: fast checks in C; anything suspicious goes to the twin's functions, which raise the exact errors
+
+
+cdef bint _top_reserved(dict event):
+    # k.lower().startswith("tp_") / k.lower() == "_id", decided on the first three characters: no character
+    # other than T/P/I/D lower-cases to t/p/i/d, and U+0130 lower-cases to two characters.
+    cdef Py_ssize_t pos = 0, n
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef Py_UCS4 c0, c1, c2
+    while PyDict_Next(event, &pos, &k, &v):
+        if not PyUnicode_Check(<object>k):
+            continue
+        n = PyUnicode_GET_LENGTH(<object>k)
+        if n < 3:
+            continue
+        c0 = PyUnicode_READ_CHAR(<object>k, 0)
+        c1 = PyUnicode_READ_CHAR(<object>k, 1)
+        c2 = PyUnicode_READ_CHAR(<object>k, 2)
+        if (c0 == 't' or c0 == 'T') and (c1 == 'p' or c1 == 'P') and c2 == '_':
+            return True
+        if n == 3 and c0 == '_' and (c1 == 'i' or c1 == 'I') and (c2 == 'd' or c2 == 'D'):
+            return True
+    return False
+
+
+cdef enum:
+    SCAN_BAD_KEY = 1       # a key that breaks connect-python's elif chain
+    SCAN_SLOW = 2          # NaN/Infinity, an aware datetime, a time, or nesting orjson refuses: the twin's path
+    SCAN_NONSTR_KEY = 4    # a key that is not exactly str: orjson needs OPT_NON_STR_KEYS
+    SCAN_NONASCII_TOP = 8  # a non-ASCII top-level key: _top_reserved decides tp_ / _id
+
+
+cdef int _scan(object obj, int depth, bint keys) except -1:
+    """One C walk over dicts, lists and tuples for the connect-python rules.
+
+    ``keys``: still on the dict-through-dict chain that connect-python validates (lists are not entered for keys).
+    PERF: this walk lets orjson format naive datetimes natively (equal to isoformat()) and makes a NaN scan of the
+    output unnecessary.
+    """
+    cdef Py_ssize_t pos = 0, n, i
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef int flags = 0
+    cdef const char* p
+    if depth >= MAX_DEPTH:
+        return SCAN_SLOW
+    if PyDict_Check(obj):
+        while PyDict_Next(obj, &pos, &k, &v):
+            if not PyUnicode_CheckExact(<object>k):
+                flags |= SCAN_NONSTR_KEY
+            if keys and PyUnicode_Check(<object>k):
+                n = PyUnicode_GET_LENGTH(<object>k)
+                if n > 255:
+                    flags |= SCAN_BAD_KEY
+                elif n:
+                    if PyUnicode_IS_COMPACT_ASCII(<object>k):
+                        # PERF: the usual key: look at its bytes directly; at the top level this also decides
+                        # connect-python's tp_ / _id checks (k.lower() only changes ASCII letters here)
+                        p = <const char*>PyUnicode_DATA(<object>k)
+                        if p[0] == b'$' or memchr(p, b'.', n) != NULL:
+                            flags |= SCAN_BAD_KEY
+                        elif depth == 1 and n >= 3:
+                            if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
+                                flags |= SCAN_BAD_KEY
+                            elif n == 3 and p[0] == b'_' and (p[1] == b'i' or p[1] == b'I') and (p[2] == b'd' or p[2] == b'D'):
+                                flags |= SCAN_BAD_KEY
+                    elif PyUnicode_READ_CHAR(<object>k, 0) == '$' or PyUnicode_FindChar(<object>k, '.', 0, n, 1) >= 0:
+                        flags |= SCAN_BAD_KEY
+                    elif depth == 1:
+                        flags |= SCAN_NONASCII_TOP
+            flags |= _scan_value(<object>v, depth, keys)
+        return flags
+    if PyList_Check(obj):
+        for i in range(PyList_GET_SIZE(obj)):
+            flags |= _scan_value(<object>PyList_GET_ITEM(obj, i), depth, False)
+    else:
+        for i in range(PyTuple_GET_SIZE(obj)):
+            flags |= _scan_value(<object>PyTuple_GET_ITEM(obj, i), depth, False)
+    return flags
+
+
+cdef inline int _scan_value(object v, int depth, bint keys) except -1:
+    cdef double f
+    if PyUnicode_CheckExact(v) or PyLong_CheckExact(v) or v is None or PyBool_Check(v):
+        return 0
+    if PyFloat_Check(v):
+        f = PyFloat_AS_DOUBLE(v)
+        return 0 if isfinite(f) else SCAN_SLOW
+    if PyDict_Check(v):
+        return _scan(v, depth + 1, keys)
+    if PyList_Check(v) or PyTuple_Check(v):
+        return _scan(v, depth + 1, False)
+    if PyDateTime_Check(v):
+        return 0 if v.tzinfo is None else SCAN_SLOW
+    if PyTime_Check(v):
+        return SCAN_SLOW  # orjson 3.x drops a zero of microseconds 10000..99999 in a time: isoformat() it is
+    return 0
+
+
+cdef bint _tp_prefixed(dict event):
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef Py_UCS4 c0, c1
+    while PyDict_Next(event, &pos, &k, &v):
+        if PyUnicode_Check(<object>k) and PyUnicode_GET_LENGTH(<object>k) >= 3:
+            c0 = PyUnicode_READ_CHAR(<object>k, 0)
+            c1 = PyUnicode_READ_CHAR(<object>k, 1)
+            if (c0 == 't' or c0 == 'T') and (c1 == 'p' or c1 == 'P') and PyUnicode_READ_CHAR(<object>k, 2) == '_':
+                return True
+    return False
+
+
+cdef object _rb_convert(object v, int depth):
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* k
+    cdef PyObject* x
+    cdef dict out
+    cdef char tmp[24]
+    cdef object tz
+    if PyUnicode_CheckExact(v) or PyLong_CheckExact(v) or v is None or PyBool_Check(v) or type(v) is float:
+        return v
+    if PyDateTime_Check(v):
+        tz = v.tzinfo
+        if tz is None:
+            _fmt_seconds(tmp, v.year, v.month, v.day, v.hour, v.minute, v.second)
+            tmp[19] = b'Z'
+            return _ascii(tmp, 20)
+        return _py._rb_convert(v, depth)
+    if PyDate_Check(v):
+        _fmt_seconds(tmp, v.year, v.month, v.day, 0, 0, 0)
+        tmp[19] = b'Z'
+        return _ascii(tmp, 20)
+    if depth >= MAX_DEPTH:
+        return v
+    if PyDict_Check(v):
+        out = {}
+        while PyDict_Next(v, &pos, &k, &x):
+            PyDict_SetItem(out, <object>k, _rb_convert(<object>x, depth + 1))
+        return out
+    if PyList_Check(v) or PyTuple_Check(v):
+        return [_rb_convert(x2, depth + 1) for x2 in v]
+    return v
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoder
+
+@cython.final
+cdef class Encoder:
+    """Validates, stamps, serializes and frames events for one dialect (see ``_core.pyi``)."""
+
+    cdef object _dialect
+    cdef int _rules
+    cdef int _framing
+    cdef Py_ssize_t _max_events   # -1: unlimited
+    cdef Py_ssize_t _max_bytes
+    cdef Py_ssize_t _max_event
+    cdef object _clock            # None: the system clock
+    cdef _Pool _pool
+    cdef _Acc _open
+    cdef object _codes
+    cdef object _c_customer, _c_product, _c_type
+    cdef _Buf _scratch            # the Barchart writer's output for one event
+    cdef object _too_large
+    cdef object _checked_coll     # PERF: the last collection that passed the name check (identity)
+
+    def __init__(self, dialect, *, max_batch_events=_DIALECT_LIMIT, max_batch_bytes=_DIALECT_LIMIT,
+                 clock=None, urandom=None):
+        if not isinstance(dialect, Dialect):
+            raise TypeError(f"dialect must be a Dialect, not {type(dialect).__name__}")
+        if max_batch_events is _DIALECT_LIMIT:
+            max_batch_events = dialect.max_batch_events
+        if max_batch_bytes is _DIALECT_LIMIT:
+            max_batch_bytes = dialect.max_batch_bytes
+        for name, value in (("max_batch_events", max_batch_events), ("max_batch_bytes", max_batch_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+        self._dialect = dialect
+        rules = dialect.rules
+        self._rules = (RULES_CONNECT_PY if rules == "connect_py" else RULES_CONNECT_RB if rules == "connect_rb"
+                       else RULES_BARCHART if rules == "barchart" else RULES_NONE)
+        self._framing = _framing_code(dialect.framing)
+        self._max_events = -1 if max_batch_events is None else max_batch_events
+        self._max_bytes = -1 if max_batch_bytes is None else max_batch_bytes
+        self._max_event = -1 if dialect.max_event_bytes is None else dialect.max_event_bytes
+        self._too_large = dialect.too_large_message
+        self._clock = clock
+        self._pool = _Pool(urandom)
+        self._open = _Acc(dialect)
+        self._codes = dialect.codes
+        if self._rules == RULES_BARCHART:
+            self._c_customer = frozenset(dialect.codes["customer"])
+            self._c_product = frozenset(dialect.codes["product"])
+            self._c_type = frozenset(dialect.codes["type"])
+        self._scratch = _Buf()
+        self._checked_coll = _UNSET
+
+    @property
+    def dialect(self):
+        return self._dialect
+
+    @property
+    def pending(self):
+        """Events in the open (unsealed) batch."""
+        return self._open.n
+
+    @property
+    def pending_bytes(self):
+        """Body bytes of the open batch, as it would be if sealed now."""
+        return self._open.nbytes
+
+    def __repr__(self):
+        return f"<Encoder {self._dialect.name} (cython) pending={self._open.n}>"
+
+    cdef long long _now(self) except? -1:
+        if self._clock is None:
+            # PERF: the system clock read in C (the twin reads time.time_ns() // 1000: the same value)
+            return eventpush_now_micros()
+        return _micros_of(self._clock())
+
+    # -- rules ----------------------------------------------------------------------------------------------
+
+    cdef bytes _connect_py(self, object event):
+        cdef dict d
+        cdef PyObject* ts
+        cdef bint ts_ok = True
+        cdef bytes data
+        cdef int flags
+        if not PyDict_Check(event):
+            raise EventTypeError(_py.MSG_NOT_DICT)
+        d = <dict>event
+        if not PyDict_Contains(d, _K_ID):
+            d[_K_ID] = self._pool.uuid()
+        ts = PyDict_GetItem(d, _K_TIMESTAMP)
+        if ts == NULL:
+            d[_K_TIMESTAMP] = _naive_datetime(self._now())
+        elif not PyDateTime_Check(<object>ts):
+            ts_ok = hasattr(<object>ts, "date")
+        flags = _scan(d, 1, True)
+        if not ts_ok or (flags & (SCAN_BAD_KEY | SCAN_SLOW)) or ((flags & SCAN_NONASCII_TOP) and _top_reserved(d)):
+            _py._connect_py_check(d, ts_ok)
+        if flags & SCAN_SLOW:
+            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default)
+        # PERF: one plain orjson call. Naive datetimes and dates are formatted natively (byte-equal to the
+        # isoformat() the twin calls through OPT_PASSTHROUGH_DATETIME); OPT_NON_STR_KEYS (slower) only when a key
+        # needs it; objects that need default= (other .isoformat() types) make orjson raise and take the twin's path.
+        try:
+            if flags & SCAN_NONSTR_KEY:
+                data = _call_dumps(d, None, _OPT_NATIVE_PY)
+            else:
+                data = _dumps(d)
+        except TypeError:
+            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default)
+        return data
+
+    cdef bytes _connect_rb(self, object event):
+        cdef dict d, out
+        cdef Py_ssize_t pos = 0
+        cdef PyObject* k
+        cdef PyObject* v
+        cdef PyObject* ts
+        cdef char tmp[24]
+        cdef _Civil c
+        cdef bytes data
+        if not PyDict_Check(event):
+            raise EventTypeError(_py.MSG_NOT_DICT)
+        d = <dict>event
+        if _tp_prefixed(d):
+            _py._rb_check(d)
+        out = {}
+        v = PyDict_GetItem(d, _K_ID)
+        out[_K_ID] = <object>v if v != NULL else self._pool.uuid()
+        if PyDict_Contains(d, _K_TIMESTAMP):
+            out[_K_TIMESTAMP] = None
+        else:
+            c = _split_micros(self._now())
+            _fmt_seconds(tmp, c.year, c.month, c.day, c.hour, c.minute, c.second)
+            tmp[19] = b'Z'
+            out[_K_TIMESTAMP] = _ascii(tmp, 20)
+        while PyDict_Next(d, &pos, &k, &v):
+            PyDict_SetItem(out, <object>k, _rb_convert(<object>v, 1))
+        try:
+            data = _dumps(out)
+        except TypeError:
+            return _py._serialize(out, 0, None)
+        if _has_null(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)):
+            return _py._serialize(out, 0, None)
+        return data
+
+    cdef bint _bc_code(self, object v, object allowed) except -1:
+        if PyUnicode_CheckExact(v) and PySet_Contains(allowed, v) == 1:
+            _write_json_str(self._scratch, v)
+            return True
+        return False
+
+    cdef bint _barchart_fast(self, object event) except -1:
+        """Write a well-formed Barchart event into the scratch buffer; False sends it to the twin's path."""
+        cdef _Buf out = self._scratch
+        cdef PyObject* v
+        cdef object item, ctx
+        cdef Py_ssize_t i, n
+        cdef long long ts
+        cdef int overflow = 0
+        out.len = 0
+        if not PyDict_Check(event):
+            return False
+        out.write(b'{"customer":', 12)
+        v = PyDict_GetItem(event, _K_CUSTOMER)
+        if v == NULL or not self._bc_code(<object>v, self._c_customer):
+            return False
+        out.write(b',"product":', 11)
+        v = PyDict_GetItem(event, _K_PRODUCT)
+        if v == NULL or not self._bc_code(<object>v, self._c_product):
+            return False
+        out.write(b',"type":', 8)
+        v = PyDict_GetItem(event, _K_TYPE)
+        if v == NULL or not self._bc_code(<object>v, self._c_type):
+            return False
+        v = PyDict_GetItem(event, _K_VERSION)
+        if v != NULL and <object>v is not None:
+            if not PyUnicode_CheckExact(<object>v):
+                return False
+            out.write(b',"version":', 11)
+            if _write_json_str(out, <object>v):
+                return False
+        out.write(b',"timestamp":', 13)
+        v = PyDict_GetItem(event, _K_TIMESTAMP)
+        if v == NULL:
+            return False
+        if PyLong_CheckExact(<object>v):
+            ts = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
+            if overflow:
+                return False
+        elif PyDateTime_CheckExact(<object>v) and (<object>v).tzinfo is None:
+            item = <object>v
+            ts = (_days_from_civil(item.year, item.month, item.day) * 86400000LL
+                  + item.hour * 3600000LL + item.minute * 60000LL + item.second * 1000LL
+                  + item.microsecond // 1000)
+        else:
+            return False
+        _write_ll(out, ts)
+        out.write(b',"context":[', 12)
+        v = PyDict_GetItem(event, _K_CONTEXT)
+        if v == NULL or not PyList_CheckExact(<object>v):
+            return False
+        ctx = <object>v
+        n = PyList_GET_SIZE(ctx)
+        for i in range(n):
+            if i:
+                out.write_byte(b',')
+            item = <object>PyList_GET_ITEM(ctx, i)
+            if PyUnicode_CheckExact(item):
+                if _write_json_str(out, item):
+                    return False
+            elif PyLong_CheckExact(item):
+                ts = PyLong_AsLongLongAndOverflow(item, &overflow)
+                if overflow:
+                    return False
+                _write_ll(out, ts)
+            elif item is None:
+                out.write(b'null', 4)
+            elif item is True:
+                out.write(b'true', 4)
+            elif item is False:
+                out.write(b'false', 5)
+            else:
+                return False
+        out.write(b']}', 2)
+        return True
+
+    cdef object _encode_raw(self, object event, object collection, bint single):
+        """Validate, stamp and serialize; returns the bytes, or None when they are in the scratch buffer."""
+        cdef object data
+        cdef int rules = self._rules
+        if self._framing == FRAMING_COLLECTIONS and collection is not self._checked_coll:
+            if not (single and collection is None):
+                self._open.escaped(collection)
+                self._checked_coll = collection
+        if rules == RULES_CONNECT_PY:
+            data = self._connect_py(event)
+        elif rules == RULES_BARCHART:
+            # PERF: the common case is written straight from the dict, no intermediate dict, no orjson call
+            if self._barchart_fast(event):
+                if self._max_event >= 0 and self._scratch.len > self._max_event:
+                    raise EventTooLargeError(self._too_large)
+                return None
+            data = _py._prepare_barchart(event, self._codes)
+        elif rules == RULES_CONNECT_RB:
+            data = self._connect_rb(event)
+        else:
+            try:
+                data = _dumps(event)
+            except TypeError:
+                data = _py._serialize(event, 0, None)
+            else:
+                if _has_null(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)):
+                    data = _py._serialize(event, 0, None)
+        if self._max_event >= 0 and PyBytes_GET_SIZE(data) > self._max_event:
+            raise EventTooLargeError(self._too_large)
+        return data
+
+    cdef object _encode_located(self, object event, object collection, Py_ssize_t index, bint single):
+        try:
+            return self._encode_raw(event, collection, single)
+        except EventError as exc:
+            exc.index = index
+            exc.collection = collection if isinstance(collection, str) else None
+            raise
+
+    cdef Batch _add_to(self, _Acc acc, object data, object collection, object tag, Py_ssize_t ptag):
+        """Append encoded bytes (``data``, or the scratch buffer when None); return a sealed batch or None."""
+        cdef const char* p
+        cdef Py_ssize_t n
+        cdef Batch sealed = None
+        if data is None:
+            p = self._scratch.data
+            n = self._scratch.len
+        else:
+            p = PyBytes_AS_STRING(data)
+            n = PyBytes_GET_SIZE(data)
+        if self._framing != FRAMING_COLLECTIONS:
+            collection = None
+        if acc.n and self._max_bytes >= 0 and acc.size_with(n, collection) > self._max_bytes:
+            sealed = acc.seal()
+        acc.append(p, n, collection, tag, ptag)
+        if self._max_events >= 0 and acc.n >= self._max_events:
+            sealed = acc.seal()
+        return sealed
+
+    def encode(self, event, collection=None):
+        """Validate, stamp and serialize one event; return its bytes (``collection`` may be omitted here)."""
+        data = self._encode_located(event, collection, 0, True)
+        if data is None:
+            return PyBytes_FromStringAndSize(self._scratch.data, self._scratch.len)
+        return data
+
+    def add(self, event, collection=None, tag=None):
+        """Encode one event into the open batch; return a batch sealed by it, if any."""
+        data = self._encode_located(event, collection, 0, False)
+        return self._add_to(self._open, data, collection, tag, 0)
+
+    def seal(self):
+        """Seal and return the open batch, or None when it is empty."""
+        return self._open.seal() if self._open.n else None
+
+    def encode_batch(self, events, collection=None):
+        """Encode many events at once, independently of the open batch (see ``_core.pyi``)."""
+        cdef _Acc acc
+        cdef list sealed = [], errors = []
+        cdef Py_ssize_t i
+        cdef Batch b
+        cdef bint keyed
+        if isinstance(events, (list, tuple)):
+            work = [(collection, events, False)]
+        elif isinstance(events, _py.Mapping):
+            if collection is not None:
+                raise ValueError("collection must be None when events is a mapping")
+            for name, items in events.items():
+                if not isinstance(items, (list, tuple)):
+                    raise EventTypeError(_py.MSG_NOT_LIST, collection=name if isinstance(name, str) else None)
+            work = [(name, items, True) for name, items in events.items()]
+        else:
+            raise EventTypeError(_py.MSG_NOT_LIST, collection=collection)
+        acc = _Acc(self._dialect)
+        acc.keyed = isinstance(events, _py.Mapping)
+        acc.positional = True
+        for name, items, keyed in work:
+            i = 0
+            for event in items:
+                try:
+                    data = self._encode_located(event, name, i, False)
+                except EventError as exc:
+                    errors.append(exc)
+                else:
+                    b = self._add_to(acc, data, name, None, i)
+                    if b is not None:
+                        sealed.append(b)
+                i += 1
+        if acc.n:
+            sealed.append(acc.seal())
+        return sealed, errors

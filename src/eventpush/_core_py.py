@@ -1,0 +1,722 @@
+"""Pure-Python twin of the compiled encoder core (``eventpush._core``).
+
+Same names, same behaviour, same bytes: the differential tests hold the two against each other. This module is
+the fallback where no compiler is available, the reference for the compiled core, and the benchmarks' baseline.
+See ``_core.pyi`` for the contract.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import orjson
+
+from .dialects import Dialect
+from .errors import EventError, EventTooLargeError, EventTypeError, EventValidationError
+
+__all__ = ["Encoder", "Batch", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Messages (spec/connect.md §2.3, §2.4; spec/barchart.md §3 step 4). The typo "thereserved" is original.
+MSG_NOT_DICT = "Event must be a dict object"
+MSG_NOT_LIST = "Events must be a list of dict objects"
+MSG_TP = "Property names cannot start with thereserved prefix 'tp_'"
+MSG_ID = "Top level properties cannot be named '_id'"
+MSG_PERIOD = "Property names cannot contain a period (.)"
+MSG_DOLLAR = "Property names cannot start with $"
+MSG_LONG = "Property names cannot exceed 255 characters"
+MSG_TIMESTAMP = "timestamp property must be a datetime"
+MSG_RB_TP = "The following properties use the reserved prefix tp_:"
+MSG_BC = "An attempt to serialize data into client failed, the data structure is invalid."
+MSG_BC_FIELD = 'The "{}" field cannot be interpreted.'
+MSG_COLLECTION = "Collection name must be a str"
+MSG_NAN = "NaN and Infinity cannot be serialized to JSON"
+MSG_DEPTH = "Nesting too deep (orjson's limit is 254 levels of containers)"
+
+#: orjson refuses a document whose containers nest 255 deep; the walk reports the container that reaches it.
+MAX_DEPTH = 255
+
+_RANDOM_CHUNK = 4096
+_MIN_MICROS = -62135596800 * 1000000  # 0001-01-01T00:00:00
+_MAX_MICROS = 253402300800 * 1000000 - 1  # 9999-12-31T23:59:59.999999
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
+
+_OPT_CONNECT_PY = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+_BC_FIELDS = ("customer", "product", "type")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Random pool, UUIDs, times
+
+
+class _Pool:
+    """UUID4s drawn 16 bytes at a time from a buffer refilled by ``urandom(4096)``."""
+
+    __slots__ = ("urandom", "buf", "pos")
+
+    def __init__(self, urandom: Optional[Callable[[int], bytes]]) -> None:
+        self.urandom = urandom
+        self.buf = b""
+        self.pos = 0
+
+    def uuid(self) -> str:
+        pos = self.pos
+        if pos + 16 > len(self.buf):
+            fill = self.urandom if self.urandom is not None else os.urandom
+            buf = bytes(fill(_RANDOM_CHUNK))
+            if len(buf) < 16:
+                raise ValueError("urandom returned fewer than 16 bytes")
+            self.buf = buf
+            pos = 0
+        self.pos = pos + 16
+        return _uuid_from(self.buf[pos : pos + 16])
+
+
+def _uuid_from(raw: bytes) -> str:
+    b = bytearray(raw)
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_SHARED_POOL = _Pool(None)
+
+
+def uuid4_str(urandom: Optional[Callable[[int], bytes]] = None) -> str:
+    """One UUID4 string from the shared buffered pool (or from ``urandom(16)`` when given)."""
+    if urandom is None:
+        return _SHARED_POOL.uuid()
+    raw = bytes(urandom(16))
+    if len(raw) < 16:
+        raise ValueError("urandom returned fewer than 16 bytes")
+    return _uuid_from(raw[:16])
+
+
+def _system_clock() -> int:
+    return time.time_ns() // 1000
+
+
+def _check_micros(micros: Any) -> int:
+    if not isinstance(micros, int) or isinstance(micros, bool):
+        raise TypeError(f"the clock must return an int of microseconds, not {type(micros).__name__}")
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise OverflowError(f"timestamp out of range: {micros} microseconds")
+    return int(micros)
+
+
+def _naive_from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=_check_micros(micros))
+
+
+def format_iso_naive(micros: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]`` (naive UTC; microseconds only when non-zero), like ``isoformat()``."""
+    return _naive_from_micros(micros).isoformat()
+
+
+def format_iso_seconds_z(micros: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
+    return _seconds_z(_naive_from_micros(micros))
+
+
+def _seconds_z(d: datetime) -> str:
+    return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}:{d.second:02d}Z"
+
+
+def _utc_naive(d: datetime) -> datetime:
+    offset = d.utcoffset()
+    d = d.replace(tzinfo=None)
+    return d - offset if offset is not None else d
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slow path: find the field orjson could not serialize (or that holds NaN / Infinity)
+
+
+def _iso_default(obj: Any) -> Any:
+    iso = getattr(obj, "isoformat", None)
+    if iso is None:
+        raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+    return iso()
+
+
+def _child(path: str, key: Any) -> str:
+    return key if not path else f"{path}.{key}"
+
+
+def _find_problem(obj: Any, path: str, depth: int, option: int, default: Any) -> Optional[Tuple[str, str]]:
+    """The first (path, message) that orjson refuses or would silently write as null, depth first; or None."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        if t is str:
+            try:
+                obj.encode("utf-8")
+            except UnicodeEncodeError:
+                return path, "str is not valid UTF-8: surrogates not allowed"
+        elif t is int and not -(2**63) <= obj < 2**64:
+            return path, "Integer exceeds 64-bit range"
+        return None
+    if t is float:
+        return None if math.isfinite(obj) else (path, MSG_NAN)
+    if isinstance(obj, dict):
+        depth += 1
+        if depth >= MAX_DEPTH:
+            return path, MSG_DEPTH
+        for k, v in obj.items():
+            if type(k) is str:
+                name = k
+            else:
+                try:
+                    orjson.dumps({k: None}, option=option, default=default)
+                except TypeError as exc:
+                    return _child(path, str(k)), str(exc)
+                name = str(k)
+            found = _find_problem(v, _child(path, name), depth, option, default)
+            if found is not None:
+                return found
+        return None
+    if isinstance(obj, (list, tuple)):
+        depth += 1
+        if depth >= MAX_DEPTH:
+            return path, MSG_DEPTH
+        for i, v in enumerate(obj):
+            found = _find_problem(v, f"{path}[{i}]", depth, option, default)
+            if found is not None:
+                return found
+        return None
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else (path, MSG_NAN)
+    try:
+        orjson.dumps(obj, option=option, default=default)
+    except TypeError as exc:
+        return path, str(exc)
+    return None
+
+
+def _type_error(path: str, message: str) -> EventTypeError:
+    return EventTypeError(message, field=path or None)
+
+
+def _serialize(obj: Any, option: int, default: Any) -> bytes:
+    """orjson once; the walk only when it fails, or when a ``null`` might be a NaN it let through."""
+    try:
+        data = orjson.dumps(obj, option=option, default=default)
+    except TypeError as exc:
+        found = _find_problem(obj, "", 0, option, default)
+        if found is None:
+            raise EventTypeError(str(exc)) from None
+        raise _type_error(*found) from None
+    if b"null" in data:
+        found = _find_problem(obj, "", 0, option, default)
+        if found is not None:
+            raise _type_error(*found)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rules
+
+
+def _py_key_errors(d: dict, errors: Dict[str, str], depth: int) -> None:
+    # connect-python's elif chain at every dict depth, through dict values only (lists are not entered)
+    for k, v in d.items():
+        if type(k) is str or isinstance(k, str):
+            if "." in k:
+                errors[k] = MSG_PERIOD
+            elif k.startswith("$"):
+                errors[k] = MSG_DOLLAR
+            elif len(k) > 255:
+                errors[k] = MSG_LONG
+        if isinstance(v, dict) and depth < MAX_DEPTH:
+            _py_key_errors(v, errors, depth + 1)
+
+
+def _prepare_connect_py(event: Any, pool: _Pool, clock: Callable[[], int]) -> bytes:
+    if not isinstance(event, dict):
+        raise EventTypeError(MSG_NOT_DICT)
+    if "id" not in event:
+        event["id"] = pool.uuid()
+    if "timestamp" not in event:
+        event["timestamp"] = _naive_from_micros(clock())
+        ts_ok = True
+    else:
+        ts_ok = hasattr(event["timestamp"], "date")
+    _connect_py_check(event, ts_ok)
+    return _serialize(event, _OPT_CONNECT_PY, _iso_default)
+
+
+def _connect_py_check(event: dict, ts_ok: bool) -> None:
+    """Raise connect-python's one error per event (spec §2.3 steps 3–6), or return."""
+    errors: Dict[str, str] = {}
+    for k in event:
+        if isinstance(k, str):
+            low = k.lower()
+            if low.startswith("tp_"):
+                errors[k] = MSG_TP
+            elif low == "_id":
+                errors[k] = MSG_ID
+    _py_key_errors(event, errors, 1)
+    if not ts_ok:
+        errors["timestamp"] = MSG_TIMESTAMP
+    if errors:
+        first = next(iter(errors))
+        raise EventValidationError(errors[first], field=first, errors=errors)
+
+
+def _rb_convert(v: Any, depth: int) -> Any:
+    if isinstance(v, datetime):
+        return _seconds_z(_utc_naive(v))
+    if isinstance(v, date):
+        return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T00:00:00Z"
+    if depth >= MAX_DEPTH:
+        return v  # orjson refuses it; the walk names the field
+    if isinstance(v, dict):
+        return {k: _rb_convert(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rb_convert(x, depth + 1) for x in v]
+    return v
+
+
+def _rb_check(event: dict) -> None:
+    """Raise the Ruby gem's reserved-prefix error (spec §2.4, anchored), or return."""
+    bad = [k for k in event if isinstance(k, str) and k.lower().startswith("tp_")]
+    if bad:
+        message = MSG_RB_TP + "".join("\n->" + k for k in bad)
+        raise EventValidationError(message, field=bad[0], errors={k: message for k in bad})
+
+
+def _prepare_connect_rb(event: Any, pool: _Pool, clock: Callable[[], int]) -> bytes:
+    if not isinstance(event, dict):
+        raise EventTypeError(MSG_NOT_DICT)
+    _rb_check(event)
+    out: Dict[Any, Any] = {}
+    out["id"] = event["id"] if "id" in event else pool.uuid()
+    out["timestamp"] = None if "timestamp" in event else format_iso_seconds_z(clock())
+    for k, v in event.items():
+        out[k] = _rb_convert(v, 1)
+    return _serialize(out, 0, None)
+
+
+def _bc_code(v: Any, allowed: frozenset) -> Optional[str]:
+    if type(v) is str:
+        return v if v in allowed else None
+    code = getattr(v, "code", None)
+    if isinstance(code, str) and code in allowed:
+        return str.__str__(code)
+    if isinstance(v, str) and v in allowed:
+        return str.__str__(v)
+    return None
+
+
+def _epoch_ms(d: datetime) -> int:
+    return (_utc_naive(d) - _EPOCH) // _MS
+
+
+def _prepare_barchart(event: Any, codes: Mapping[str, frozenset]) -> bytes:
+    if not isinstance(event, dict):
+        raise EventTypeError(MSG_NOT_DICT)
+    out: Dict[str, Any] = {}
+    errors: Dict[str, str] = {}
+    for name in _BC_FIELDS:
+        code = _bc_code(event.get(name), codes[name])
+        if code is None:
+            errors[name] = MSG_BC_FIELD.format(name)
+        else:
+            out[name] = code
+    version = event.get("version")
+    if version is not None:
+        if isinstance(version, str):
+            out["version"] = str.__str__(version)
+        else:
+            errors["version"] = MSG_BC_FIELD.format("version")
+    ts = event.get("timestamp")
+    if isinstance(ts, int) and not isinstance(ts, bool):
+        out["timestamp"] = int(ts)
+    elif isinstance(ts, datetime):
+        out["timestamp"] = _epoch_ms(ts)
+    else:
+        errors["timestamp"] = MSG_BC_FIELD.format("timestamp")
+    context = event.get("context")
+    if isinstance(context, list):
+        out["context"] = context
+    else:
+        errors["context"] = MSG_BC_FIELD.format("context")
+    if errors:
+        raise EventValidationError(MSG_BC, field=next(iter(errors)), errors=errors)
+    return _serialize(out, 0, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batches
+
+
+class Batch(bytes):
+    """A sealed batch: one contiguous body plus the span of every event in it (see ``_core.pyi``).
+
+    The twin stores the body as the ``bytes`` it subclasses, so ``memoryview(batch)`` is zero-copy and read-only
+    on every Python version. Exported views are counted (for ``release()``) on Python 3.12+ only, where a
+    pure-Python class can see them (PEP 688); the compiled core counts them everywhere.
+    """
+
+    def __new__(cls, body: bytes, *args: Any) -> "Batch":
+        return super().__new__(cls, body)
+
+    def __init__(
+        self,
+        body: bytes,
+        dialect: Dialect,
+        spans: List[Tuple[int, int]],
+        collections: List[Optional[str]],
+        tags: List[Any],
+        groups: List[Tuple[Optional[str], int, int]],
+    ) -> None:
+        self._dialect = dialect
+        self._spans = spans
+        self._collections = collections
+        self._tags = tags
+        self._groups = groups
+        self._released = False
+        self._exports = 0
+
+    if sys.version_info >= (3, 12):
+
+        def __buffer__(self, flags: int) -> memoryview:
+            view = bytes.__buffer__(self, flags)  # type: ignore[attr-defined]
+            self._exports += 1
+            return view
+
+        def __release_buffer__(self, view: memoryview) -> None:
+            self._exports -= 1
+
+    @property
+    def count(self) -> int:
+        """Number of events."""
+        return len(self._spans)
+
+    @property
+    def nbytes(self) -> int:
+        """Length of the body in bytes."""
+        return 0 if self._released else bytes.__len__(self)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def __bool__(self) -> bool:
+        return bool(self._spans)
+
+    def __repr__(self) -> str:
+        return f"<Batch {self._dialect.name} count={self.count} nbytes={self.nbytes}>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Batch cannot be pickled; send body() and re-encode")
+
+    def _check(self, i: int) -> int:
+        if not isinstance(i, int):
+            raise TypeError(f"batch indices must be integers, not {type(i).__name__}")
+        if not 0 <= i < len(self._spans):
+            raise IndexError(f"batch index {i} out of range (count {len(self._spans)})")
+        return i
+
+    def body(self) -> bytes:
+        """A copy of the body."""
+        return b"" if self._released else bytes(self)
+
+    def event(self, i: int) -> bytes:
+        """The encoded bytes of event ``i`` (no framing)."""
+        off, length = self._spans[self._check(i)]
+        return bytes.__getitem__(self, slice(off, off + length))
+
+    def span(self, i: int) -> Tuple[int, int]:
+        """``(offset, length)`` of event ``i`` inside the body."""
+        return self._spans[self._check(i)]
+
+    def collection(self, i: int) -> Optional[str]:
+        """The collection of event ``i`` (None for dialects without collections)."""
+        return self._collections[self._check(i)]
+
+    def tag(self, i: int) -> Any:
+        """The tag given with event ``i``."""
+        return self._tags[self._check(i)]
+
+    def tags(self) -> List[Any]:
+        """All tags in body order."""
+        return list(self._tags)
+
+    def groups(self) -> List[Tuple[Optional[str], int, int]]:
+        """``[(collection, start, stop), …]`` in body order."""
+        return list(self._groups)
+
+    def subset(self, indices: Sequence[int]) -> "Batch":
+        """A new sealed batch of the given events, framed anew from their stored bytes."""
+        acc = _Acc(self._dialect)
+        for i in indices:
+            self._check(i)
+            acc.append(self.event(i), self._collections[i], self._tags[i])
+        if not acc.n:
+            raise ValueError("an empty subset")
+        return acc.seal()
+
+    def release(self) -> None:
+        """Give the buffer back. Raises ``BufferError`` while a view is alive; afterwards the batch is empty."""
+        if self._exports:
+            raise BufferError("the batch is exported: release every memoryview of it first")
+        self._released = True
+        self._spans = []
+        self._collections = []
+        self._tags = []
+        self._groups = []
+
+
+class _Acc:
+    """The open batch: stored event bytes and their collections/tags, and the body size as if sealed now."""
+
+    __slots__ = ("dialect", "framing", "parts", "colls", "tags", "n", "nbytes", "groups", "names")
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self.framing = dialect.framing
+        self.names: Dict[str, bytes] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.parts: List[bytes] = []
+        self.colls: List[Optional[str]] = []
+        self.tags: List[Any] = []
+        self.groups: Dict[Optional[str], List[int]] = {}
+        self.n = 0
+        self.nbytes = 0
+
+    def size_with(self, length: int, collection: Optional[str]) -> int:
+        """Body size if an event of ``length`` bytes were added."""
+        framing = self.framing
+        if framing == "ndjson":
+            return self.nbytes + length + 1
+        if framing == "events":
+            return (self.nbytes + length + 1) if self.n else length + 13
+        if framing == "array":
+            return (self.nbytes + length + 1) if self.n else length + 2
+        name = self.names[collection]  # type: ignore[index]
+        if not self.n:
+            return len(name) + length + 5  # {"c":[e]}
+        if collection in self.groups:
+            return self.nbytes + length + 1
+        return self.nbytes + len(name) + length + 4  # ,"c":[e]
+
+    def escaped(self, collection: Any) -> bytes:
+        name = self.names.get(collection) if type(collection) is str else None
+        if name is None:
+            if not isinstance(collection, str):
+                raise EventTypeError(MSG_COLLECTION)
+            try:
+                name = orjson.dumps(collection)
+            except TypeError as exc:
+                raise EventTypeError(f"Collection name cannot be encoded: {exc}") from None
+            self.names[collection] = name
+        return name
+
+    def append(self, data: bytes, collection: Optional[str], tag: Any) -> None:
+        if self.framing == "collections":
+            self.escaped(collection)
+        else:
+            collection = None
+        self.nbytes = self.size_with(len(data), collection)
+        self.groups.setdefault(collection, []).append(self.n)
+        self.parts.append(data)
+        self.colls.append(collection)
+        self.tags.append(tag)
+        self.n += 1
+
+    def seal(self) -> Batch:
+        framing = self.framing
+        out: List[bytes] = []
+        spans: List[Tuple[int, int]] = []
+        colls: List[Optional[str]] = []
+        tags: List[Any] = []
+        groups: List[Tuple[Optional[str], int, int]] = []
+        pos = 0
+
+        def put(b: bytes) -> None:
+            nonlocal pos
+            out.append(b)
+            pos += len(b)
+
+        def put_event(j: int) -> None:
+            spans.append((pos, len(self.parts[j])))
+            colls.append(self.colls[j])
+            tags.append(self.tags[j])
+            put(self.parts[j])
+
+        if framing == "collections":
+            put(b"{")
+            for gi, (name, members) in enumerate(self.groups.items()):
+                if gi:
+                    put(b",")
+                put(self.names[name])  # type: ignore[index]
+                put(b":[")
+                start = len(spans)
+                for k, j in enumerate(members):
+                    if k:
+                        put(b",")
+                    put_event(j)
+                put(b"]")
+                groups.append((name, start, len(spans)))
+            put(b"}")
+        elif framing == "ndjson":
+            for j in range(self.n):
+                put_event(j)
+                put(b"\n")
+            groups.append((None, 0, self.n))
+        else:
+            put(b'{"events":[' if framing == "events" else b"[")
+            for j in range(self.n):
+                if j:
+                    put(b",")
+                put_event(j)
+            put(b"]}" if framing == "events" else b"]")
+            groups.append((None, 0, self.n))
+        body = b"".join(out)
+        assert len(body) == self.nbytes
+        batch = Batch(body, self.dialect, spans, colls, tags, groups)
+        self.reset()
+        return batch
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoder
+
+_DIALECT_LIMIT: Any = object()
+
+
+class Encoder:
+    """Validates, stamps, serializes and frames events for one dialect (see ``_core.pyi``)."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        max_batch_events: Any = _DIALECT_LIMIT,
+        max_batch_bytes: Any = _DIALECT_LIMIT,
+        clock: Optional[Callable[[], int]] = None,
+        urandom: Optional[Callable[[int], bytes]] = None,
+    ) -> None:
+        if not isinstance(dialect, Dialect):
+            raise TypeError(f"dialect must be a Dialect, not {type(dialect).__name__}")
+        if max_batch_events is _DIALECT_LIMIT:
+            max_batch_events = dialect.max_batch_events
+        if max_batch_bytes is _DIALECT_LIMIT:
+            max_batch_bytes = dialect.max_batch_bytes
+        for name, value in (("max_batch_events", max_batch_events), ("max_batch_bytes", max_batch_bytes)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, not {value!r}")
+        self._dialect = dialect
+        self._rules = dialect.rules
+        self._max_events = max_batch_events
+        self._max_bytes = max_batch_bytes
+        self._max_event = dialect.max_event_bytes
+        self._clock = clock if clock is not None else _system_clock
+        self._pool = _Pool(urandom)
+        self._open = _Acc(dialect)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def pending(self) -> int:
+        """Events in the open (unsealed) batch."""
+        return self._open.n
+
+    @property
+    def pending_bytes(self) -> int:
+        """Body bytes of the open batch, as it would be if sealed now."""
+        return self._open.nbytes
+
+    def __repr__(self) -> str:
+        return f"<Encoder {self._dialect.name} (python) pending={self._open.n}>"
+
+    def _encode_one(self, event: Any, collection: Any, acc: _Acc, single: bool = False) -> bytes:
+        if self._dialect.framing == "collections" and not (single and collection is None):
+            acc.escaped(collection)
+        rules = self._rules
+        if rules == "connect_py":
+            data = _prepare_connect_py(event, self._pool, self._clock)
+        elif rules == "connect_rb":
+            data = _prepare_connect_rb(event, self._pool, self._clock)
+        elif rules == "barchart":
+            data = _prepare_barchart(event, self._dialect.codes)  # type: ignore[arg-type]
+        else:
+            data = _serialize(event, 0, None)
+        if self._max_event is not None and len(data) > self._max_event:
+            raise EventTooLargeError(self._dialect.too_large_message)
+        return data
+
+    def _encode_located(self, event: Any, collection: Any, index: int, acc: _Acc, single: bool = False) -> bytes:
+        try:
+            return self._encode_one(event, collection, acc, single)
+        except EventError as exc:
+            exc.index = index
+            exc.collection = collection if isinstance(collection, str) else None
+            raise
+
+    def _add_to(self, acc: _Acc, data: bytes, collection: Any, tag: Any, sealed: List[Batch]) -> None:
+        coll = collection if acc.framing == "collections" else None
+        if acc.n and self._max_bytes is not None and acc.size_with(len(data), coll) > self._max_bytes:
+            sealed.append(acc.seal())
+        acc.append(data, coll, tag)
+        if self._max_events is not None and acc.n >= self._max_events:
+            sealed.append(acc.seal())
+
+    def encode(self, event: Any, collection: Optional[str] = None) -> bytes:
+        """Validate, stamp and serialize one event; return its bytes (``collection`` may be omitted here)."""
+        return self._encode_located(event, collection, 0, self._open, True)
+
+    def add(self, event: Any, collection: Optional[str] = None, tag: Any = None) -> Optional[Batch]:
+        """Encode one event into the open batch; return a batch sealed by it, if any."""
+        data = self._encode_located(event, collection, 0, self._open)
+        sealed: List[Batch] = []
+        self._add_to(self._open, data, collection, tag, sealed)
+        return sealed[0] if sealed else None
+
+    def seal(self) -> Optional[Batch]:
+        """Seal and return the open batch, or None when it is empty."""
+        return self._open.seal() if self._open.n else None
+
+    def encode_batch(self, events: Any, collection: Optional[str] = None) -> Tuple[List[Batch], List[EventError]]:
+        """Encode many events at once, independently of the open batch (see ``_core.pyi``)."""
+        if isinstance(events, Mapping):
+            if collection is not None:
+                raise ValueError("collection must be None when events is a mapping")
+            for name, items in events.items():
+                if not isinstance(items, (list, tuple)):
+                    raise EventTypeError(MSG_NOT_LIST, collection=name if isinstance(name, str) else None)
+            work = [(name, items, True) for name, items in events.items()]
+        elif isinstance(events, (list, tuple)):
+            work = [(collection, events, False)]
+        else:
+            raise EventTypeError(MSG_NOT_LIST, collection=collection)
+        acc = _Acc(self._dialect)
+        sealed: List[Batch] = []
+        errors: List[EventError] = []
+        for name, items, keyed in work:
+            for i, event in enumerate(items):
+                try:
+                    data = self._encode_located(event, name, i, acc)
+                except EventError as exc:
+                    errors.append(exc)
+                    continue
+                self._add_to(acc, data, name, (name, i) if keyed else i, sealed)
+        if acc.n:
+            sealed.append(acc.seal())
+        return sealed, errors
