@@ -41,6 +41,16 @@ _LAZY = {
     "BatchPy": ("._impl", "core_py.Batch"),
     "EncoderC": ("._impl", "core_c.Encoder"),
     "BatchC": ("._impl", "core_c.Batch"),
+    # the delivery engine
+    "Transport": (".transport", "Transport"),
+    "Retry": (".transport", "Retry"),
+    "Timeout": (".transport", "Timeout"),
+    "Limits": (".transport", "Limits"),
+    "Sender": (".sender", "Sender"),
+    "BatchResult": (".sender", "BatchResult"),
+    "EventResult": (".sender", "EventResult"),
+    "Batcher": (".batcher", "Batcher"),
+    "Spool": (".spool", "Spool"),
 }
 
 
@@ -69,6 +79,15 @@ __all__ = [
     "BatchPy",
     "EncoderC",
     "BatchC",
+    "Transport",
+    "Retry",
+    "Timeout",
+    "Limits",
+    "Sender",
+    "BatchResult",
+    "EventResult",
+    "Batcher",
+    "Spool",
     "Dialect",
     "get_dialect",
     "CONNECT",

@@ -1,0 +1,667 @@
+"""Batcher: buffered capture with background delivery, a bounded buffer, a durable spool and no silent loss.
+
+Public API::
+
+    Batcher(target, dialect, *, encoder=None, interval=1.0, max_batch_events=None, max_batch_bytes=None,
+            max_buffered=100_000, overflow="block", block_timeout=None, spool_dir=None, fsync="batch",
+            concurrency=4, timeout=Timeout(), retry=Retry(), headers=None, gzip=False,
+            on_delivered=None, on_error=None, atexit=True)
+        .push(event, collection=None)                validate + encode now (raises here); no network I/O
+        .push_many(events, collection=None) -> [EventError, …]   every good event pushed; the bad ones returned
+        .flush(timeout=None) -> bool                 True once everything pushed is delivered, rejected or spooled
+        .close(timeout=None)                         flush, then spool whatever is left; context manager too
+        .stats -> dict                               pushed, sent, delivered, retried, failed, rejected, spooled,
+                                                     replayed, dropped (always 0), bytes, batches, duplicates,
+                                                     corrupt, buffered
+        .spool_pending() -> (records, events)        what waits in the spool
+        .transport, .dialect, .spool (or None)
+
+``target`` is a base URL (the batcher then owns a :class:`~eventpush.transport.Transport` built from ``headers``,
+``timeout``, ``retry``, ``gzip`` and ``concurrency`` connections) or a ``Transport`` (shared; not closed here).
+
+Flow: ``push`` encodes into the open batch under a lock; a batch is sealed when it reaches ``max_batch_events`` /
+``max_batch_bytes`` (default: the dialect's limits) or every ``interval`` seconds, and ``concurrency`` worker
+threads deliver sealed batches through a :class:`~eventpush.sender.Sender` (retries, per-event re-sends).
+
+Every event ends in exactly one of these, and the counters say which:
+
+* delivered (``delivered``; ``on_delivered(BatchResult)`` is called per batch that had deliveries);
+* rejected for good by the server — a 4xx other than 429, or a per-event rejection (``rejected``;
+  ``on_error(RejectedError, [event bytes…])``, never spooled);
+* still failing after the retries (``failed``) → written to the spool (``spooled``) and replayed later, oldest
+  first, as soon as a send succeeds again, after a quiet probe interval, and at the next start with the same spool
+  directory (``replayed``). Without a spool (``spool_dir=False``) they are reported through ``on_error(error,
+  [event bytes…])``.
+
+``overflow`` applies when ``max_buffered`` events are pushed but not yet settled: ``"block"`` waits for room (at
+most ``block_timeout`` seconds, then :class:`~eventpush.errors.BufferFullError`), ``"raise"`` raises
+``BufferFullError`` at once (the event is not taken), ``"spill"`` writes the oldest sealed batches to the spool
+from the caller's thread. Nothing is ever dropped (``dropped`` exists to prove it).
+
+``spool_dir``: a directory, ``None`` for the default location (:func:`eventpush.spool.default_spool_dir`, keyed by
+URL, dialect and headers, created only when first needed), or ``False`` for no spool. While the endpoint is
+failing the workers stop waiting out full retry schedules: one attempt per batch, straight to the spool, until a
+send succeeds. A torn or corrupted spool record is reported through ``on_error(SpoolCorruptError, [])``, counted in
+``corrupt``, and never sent.
+
+Shutdown: ``close(timeout)`` (and the context manager) seals, waits up to ``timeout`` for delivery, then makes
+pending retries give up and spools what is still queued or in flight (an in-flight batch may then arrive twice:
+the ids make that safe). ``atexit=True`` registers ``close(timeout=10.0)`` (a number sets that timeout) so a normal
+interpreter exit without ``flush()`` delivers or spools everything. Fork-safe: a child process starts with its own
+connection pool, threads, empty buffer and zeroed counters; the parent's buffered events stay the parent's.
+"""
+
+from __future__ import annotations
+
+import atexit as _atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+
+from .dialects import Dialect
+from .errors import BufferFullError, ClosedError, EventError, SpoolCorruptError, SpoolError, TransportError
+from .sender import BatchResult, RejectedError, Sender
+from .spool import Spool, SpooledBatch, default_spool_dir, spool_key
+from .transport import Limits, Retry, Timeout, Transport
+
+__all__ = ["Batcher", "OVERFLOW_POLICIES"]
+
+log = logging.getLogger("eventpush.batcher")
+
+OVERFLOW_POLICIES = ("block", "raise", "spill")
+_COUNTERS = ("pushed", "sent", "delivered", "retried", "failed", "rejected", "spooled", "replayed", "dropped",
+             "bytes", "batches", "duplicates", "corrupt")
+ATEXIT_TIMEOUT = 10.0
+
+_live: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for b in list(_live):
+        b._reinit_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
+    b = ref()
+    if b is not None and not b._closed:
+        b.close(timeout=b._atexit_timeout)
+
+
+class Batcher:
+    """Buffered capture: ``push`` now, delivery in the background, nothing lost; see the module docstring."""
+
+    def __init__(
+        self,
+        target: Union[str, Transport],
+        dialect: Dialect,
+        *,
+        encoder: Any = None,
+        interval: Optional[float] = 1.0,
+        max_batch_events: Optional[int] = None,
+        max_batch_bytes: Optional[int] = None,
+        max_buffered: int = 100_000,
+        overflow: str = "block",
+        block_timeout: Optional[float] = None,
+        spool_dir: Union[str, None, bool] = None,
+        fsync: str = "batch",
+        concurrency: int = 4,
+        timeout: Timeout = Timeout(),
+        retry: Retry = Retry(),
+        headers: Optional[Dict[str, str]] = None,
+        gzip: bool = False,
+        on_delivered: Optional[Callable[[BatchResult], Any]] = None,
+        on_error: Optional[Callable[[BaseException, List[bytes]], Any]] = None,
+        atexit: Union[bool, float] = True,
+    ) -> None:
+        if overflow not in OVERFLOW_POLICIES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_POLICIES}, got {overflow!r}")
+        if max_buffered < 1:
+            raise ValueError("max_buffered must be at least 1")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if overflow == "spill" and spool_dir is False:
+            raise ValueError('overflow="spill" needs a spool (spool_dir=False disables it)')
+        if isinstance(target, Transport):
+            self.transport = target
+            self._owns_transport = False
+        else:
+            self.transport = Transport(target, headers=headers, timeout=timeout, retry=retry,
+                                       limits=Limits(max_connections=concurrency), gzip=gzip)
+            self._owns_transport = True
+        self.dialect = dialect
+        self.interval = interval
+        self.max_buffered = max_buffered
+        self.overflow = overflow
+        self.block_timeout = block_timeout
+        self.concurrency = concurrency
+        self.on_delivered = on_delivered
+        self.on_error = on_error
+        self._user_encoder = encoder
+        self._enc_kwargs: Dict[str, Any] = {}
+        if max_batch_events is not None:
+            self._enc_kwargs["max_batch_events"] = max_batch_events
+        if max_batch_bytes is not None:
+            self._enc_kwargs["max_batch_bytes"] = max_batch_bytes
+        self._sender = Sender(self.transport, dialect, concurrency=concurrency)
+        self._fsync = fsync
+        if spool_dir is None:
+            self._spool_dir: Optional[str] = default_spool_dir(
+                spool_key(self.transport.base_url, dialect, self.transport.headers))
+            self._spool_lazy = True
+        elif spool_dir is False:
+            self._spool_dir = None
+            self._spool_lazy = False
+        else:
+            self._spool_dir = os.fspath(spool_dir)  # type: ignore[arg-type]
+            self._spool_lazy = False
+        self.spool: Optional[Spool] = None
+        if self._spool_dir is not None and (not self._spool_lazy or os.path.isdir(self._spool_dir)):
+            self._open_spool()
+        self._atexit_timeout = ATEXIT_TIMEOUT if atexit is True else float(atexit or 0)
+        self._atexit_fn: Optional[Callable[[], None]] = None
+        self._closed = False
+        self._init_state()
+        if atexit is not False:
+            ref = weakref.ref(self)
+            self._atexit_fn = lambda: _atexit_close(ref)
+            _atexit.register(self._atexit_fn)
+        _live.add(self)
+        self._start_threads()
+
+    # -- state ------------------------------------------------------------------------------------------------
+
+    def _new_encoder(self) -> Any:
+        if self._user_encoder is not None:
+            return self._user_encoder
+        from . import Encoder
+
+        return Encoder(self.dialect, **self._enc_kwargs)
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # workers wait for sealed batches
+        self._room = threading.Condition(self._lock)  # blocked pushers wait for room
+        self._idle = threading.Condition(self._lock)  # flush waits for settlement
+        self._replay_cv = threading.Condition(self._lock)
+        self._encoder = self._new_encoder()
+        self._ready: Deque[Any] = deque()
+        self._inflight: Dict[int, Any] = {}
+        self._buffered = 0
+        self._stopping = False
+        self._stop_event = threading.Event()
+        self._abandoned: set = set()
+        self._unhealthy = False
+        self._replay_wanted = self.spool is not None
+        self._replaying = False
+        self._threads: List[threading.Thread] = []
+        self._c: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._left = 0  # events that left the buffer (settled or spooled): pushed = _left + _buffered
+        self._limit = -1 if self._closed else self.max_buffered
+        self._pid = os.getpid()
+
+    def _open_spool(self) -> Spool:
+        if self.spool is None:
+            assert self._spool_dir is not None
+            self.spool = Spool(self._spool_dir, fsync=self._fsync, on_corrupt=self._on_corrupt,
+                               dialects=[self.dialect])
+        return self.spool
+
+    def _start_threads(self) -> None:
+        for i in range(self.concurrency):
+            self._spawn(self._worker, f"eventpush-batcher-worker-{i}")
+        if self.interval:
+            self._spawn(self._ticker, "eventpush-batcher-ticker")
+        if self._spool_dir is not None:
+            self._spawn(self._replayer, "eventpush-batcher-replay")
+
+    def _spawn(self, fn: Callable[[], None], name: str) -> None:
+        # daemon: a forgotten batcher must not hang interpreter exit; the atexit hook does the delivering
+        t = threading.Thread(target=fn, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _reinit_after_fork(self) -> None:
+        if self._user_encoder is not None:
+            try:
+                self._user_encoder.seal()  # the parent's open batch stays the parent's
+            except Exception:
+                pass
+        self.transport._after_fork_in_child()
+        if self.spool is not None:
+            self.spool._after_fork_in_child()
+        self._sender = Sender(self.transport, self.dialect, concurrency=self.concurrency)
+        self._init_state()
+        if not self._closed:
+            self._start_threads()
+
+    # -- producer side ----------------------------------------------------------------------------------------
+
+    def push(self, event: Any, collection: Optional[str] = None) -> None:
+        """Validate, stamp and encode ``event`` now (bad input raises the encoder's
+        :class:`~eventpush.errors.EventError` here, naming the field); delivery happens in the background.
+        Thread-safe. Raises :class:`~eventpush.errors.BufferFullError` per the overflow policy and
+        :class:`~eventpush.errors.ClosedError` after ``close()``."""
+        # PERF: the hottest path of the engine: one lock, one comparison (``_limit`` drops below zero once
+        # closed, so the closed check rides on the room check), one encoder call, one counter. acquire/release
+        # cost half of what ``with lock:`` does on CPython 3.11.
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._buffered >= self._limit:
+                self._make_room()
+            batch = self._encoder.add(event, collection)
+            self._buffered += 1
+            if batch is not None:
+                self._ready.append(batch)
+                self._work.notify()
+        finally:
+            lock.release()
+
+    def push_many(self, events: Iterable[Any], collection: Optional[str] = None) -> List[EventError]:
+        """Push every event; the bad ones are skipped and returned as errors (``.index`` = position in
+        ``events``), so one bad event never costs the others."""
+        errors: List[EventError] = []
+        push = self.push
+        for i, ev in enumerate(events):
+            try:
+                push(ev, collection)
+            except EventError as exc:
+                exc.index = i
+                errors.append(exc)
+        return errors
+
+    def _seal_locked(self) -> None:
+        batch = self._encoder.seal()
+        if batch is not None:
+            self._ready.append(batch)
+            self._work.notify()
+
+    def _make_room(self) -> None:
+        """Called with the lock held and the buffer full (or the batcher closed)."""
+        if self._closed:
+            raise ClosedError("the batcher is closed")
+        if self.overflow == "raise":
+            raise BufferFullError(f"the buffer holds {self._buffered} events (max_buffered={self.max_buffered})")
+        self._seal_locked()  # a full buffer may be all in the open batch: it must get a chance to leave
+        if self.overflow == "spill":
+            spill: List[Any] = []
+            n = 0
+            while self._ready and self._buffered - n >= self.max_buffered:
+                b = self._ready.popleft()
+                spill.append(b)
+                n += b.count
+            if spill:
+                spool = self._open_spool()
+                written = 0
+                try:
+                    spool.append_many(spill)
+                except SpoolError:
+                    self._ready.extendleft(reversed(spill))
+                    raise
+                for b in spill:
+                    written += b.count
+                    self._release(b)
+                self._c["spooled"] += written
+                self._buffered -= written
+                self._left += written
+                self._replay_wanted = True
+                self._replay_cv.notify()
+                self._idle.notify_all()
+                log.info("buffer full: spilled %d events to the spool", written)
+            if self._buffered < self.max_buffered:
+                return
+        deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
+        while self._buffered >= self.max_buffered:
+            if self._closed:
+                raise ClosedError("the batcher was closed while waiting for room")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise BufferFullError(f"no room in the buffer after {self.block_timeout} s "
+                                      f"(max_buffered={self.max_buffered})")
+            self._room.wait(remaining)
+
+    # -- delivery ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _release(batch: Any) -> None:
+        try:
+            batch.release()
+        except (BufferError, AttributeError):
+            pass
+
+    def _ticker(self) -> None:
+        interval = float(self.interval or 1.0)
+        stop = self._stop_event
+        while not stop.wait(interval):
+            with self._lock:
+                if self._encoder.pending:
+                    self._seal_locked()
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                while not self._ready and not self._stopping:
+                    self._work.wait()
+                if not self._ready:
+                    return
+                batch = self._ready.popleft()
+                self._inflight[id(batch)] = batch
+                probe = self._unhealthy
+            try:
+                self._deliver(batch, probe)
+            except Exception:  # never let a worker die: that would strand events
+                log.exception("unexpected error while delivering a batch; spooling it")
+                self._fail(batch, batch.count, None, SpoolError("delivery crashed"))
+            finally:
+                with self._lock:
+                    self._inflight.pop(id(batch), None)
+                    self._buffered -= batch.count
+                    self._left += batch.count
+                    self._room.notify_all()
+                    if self._buffered == 0:
+                        self._idle.notify_all()
+                    abandoned = id(batch) in self._abandoned
+                if self.on_delivered is None and not abandoned:
+                    self._release(batch)  # PERF: lets the encoder reuse the buffer (a result may still need it)
+
+    def _deliver(self, batch: Any, probe: bool) -> None:
+        n = batch.count
+        with self._lock:
+            self._c["sent"] += n
+            self._c["bytes"] += batch.nbytes
+            self._c["batches"] += 1
+        try:
+            res = self._sender.deliver(batch, retry=Retry.NONE if probe else None)
+        except TransportError as exc:
+            attempts = getattr(exc, "attempts", 1)
+            with self._lock:
+                self._c["retried"] += (attempts - 1) * n
+                self._unhealthy = True
+            log.warning("delivery of %d events failed: %s", n, exc)
+            self._fail(batch, n, None, exc)
+            return
+        self._settle(batch, res, replay=False)
+
+    def _settle(self, batch: Any, res: BatchResult, *, replay: bool) -> List[int]:
+        """Count and report one result; spool what may still succeed. Returns the indices left retryable."""
+        delivered = res.delivered
+        dup_only = 0
+        if not res.ok:
+            # the server already had these ids: the events are there, which is all a batcher promises
+            dup_only = sum(1 for r in res.results if not r.ok and r.duplicate)
+            delivered += dup_only
+        with self._lock:
+            self._c["retried"] += res.retried
+            self._c["delivered"] += delivered
+            self._c["duplicates"] += res.duplicates
+            if replay:
+                self._c["replayed"] += delivered
+            if delivered:
+                self._unhealthy = False
+                if self._replay_wanted:
+                    self._replay_cv.notify()
+        if delivered and self.on_delivered is not None:
+            self._callback(self.on_delivered, res)
+        if res.ok or delivered == res.count:
+            return []
+        results = res.results
+        rejected: Dict[Tuple[int, Optional[str]], List[int]] = {}
+        retryable: List[int] = []
+        for i, r in enumerate(results):
+            if r.ok or r.duplicate:
+                continue
+            if r.retryable:
+                retryable.append(i)
+            else:
+                rejected.setdefault((r.status, r.message), []).append(i)
+        for (status, message), idx in rejected.items():
+            with self._lock:
+                self._c["rejected"] += len(idx)
+            err = RejectedError(message or f"HTTP {status}", status=status, method="POST",
+                                url=self.transport.url(self.dialect.batch_path))
+            log.warning("%d event(s) rejected by the server: %s", len(idx), err)
+            if self.on_error is not None:
+                self._callback(self.on_error, err, [batch.event(i) for i in idx])
+        if retryable and not replay:
+            if len(retryable) == batch.count and res.status >= 300:
+                with self._lock:
+                    self._unhealthy = True
+            sub = batch if len(retryable) == batch.count else batch.subset(retryable)
+            self._fail(sub, len(retryable), res, None)
+        return retryable
+
+    def _fail(self, batch: Any, n: int, res: Optional[BatchResult], exc: Optional[BaseException]) -> None:
+        """``n`` events of ``batch`` could not be delivered after the retries: spool them, else report them."""
+        with self._lock:
+            if id(batch) in self._abandoned:
+                return  # close() already spooled it
+            self._c["failed"] += n
+        if exc is None:
+            msg = "still failing after retries"
+            if res is not None:
+                msgs = {r.message for r in res.results if not r.ok and r.retryable}
+                msg = "; ".join(sorted(m for m in msgs if m)) or f"HTTP {res.status}"
+            exc = TransportError(msg, method="POST", url=self.transport.url(self.dialect.batch_path))
+        if self._spool_dir is not None:
+            try:
+                self._open_spool().append(batch)
+            except SpoolError as serr:
+                log.error("cannot spool %d events: %s", n, serr)
+                if self.on_error is not None:
+                    self._callback(self.on_error, serr, [batch.event(i) for i in range(batch.count)])
+                return
+            with self._lock:
+                self._c["spooled"] += n
+                self._replay_wanted = True
+            return
+        if self.on_error is not None:
+            self._callback(self.on_error, exc, [batch.event(i) for i in range(batch.count)])
+
+    def _callback(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("callback %r failed", fn)
+
+    def _on_corrupt(self, err: SpoolCorruptError) -> None:
+        try:
+            self._c["corrupt"] += 1  # called with the spool lock held; a dict increment is atomic enough here
+        except AttributeError:  # during construction
+            pass
+        if self.on_error is not None:
+            self._callback(self.on_error, err, [])
+
+    def _probe_interval(self) -> float:
+        return max(0.05, min(self.transport.retry.backoff_max, max(self.transport.retry.backoff * 4, 1.0)))
+
+    def _replayer(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not (self._replay_wanted and not self._unhealthy):
+                    if self._replay_wanted:
+                        # the endpoint looked down: probe again after a while even without new traffic
+                        if not self._replay_cv.wait(self._probe_interval()):
+                            break
+                    else:
+                        self._replay_cv.wait()
+                if self._stopping:
+                    self._replaying = False
+                    self._idle.notify_all()
+                    return
+                self._replaying = True
+                probe = self._unhealthy
+            try:
+                more = self._replay_one(probe)
+            except Exception:
+                log.exception("spool replay failed")
+                more = False
+                with self._lock:
+                    self._unhealthy = True
+            with self._lock:
+                if not more:
+                    self._replaying = False
+                    self._idle.notify_all()
+
+    def _replay_one(self, probe: bool) -> bool:
+        """Replay the oldest spool record; False when the spool is empty or the endpoint still fails."""
+        spool = self.spool
+        if spool is None:
+            with self._lock:
+                self._replay_wanted = False
+            return False
+        rec = spool.next_record()
+        if rec is None:
+            with self._lock:
+                self._replay_wanted = False
+            return False
+        batch = rec.batch
+        try:
+            res = self._sender.deliver(batch, resent=True, retry=Retry.NONE if probe else None)
+        except TransportError as exc:
+            rec.release()
+            with self._lock:
+                self._unhealthy = True
+            log.info("spool replay paused: %s", exc)
+            return False
+        with self._lock:
+            self._c["sent"] += batch.count
+            self._c["bytes"] += batch.nbytes
+            self._c["batches"] += 1
+        left = self._settle(batch, res, replay=True)
+        if left and len(left) == batch.count and res.status >= 300:
+            rec.release()  # the endpoint still fails: keep the record as it is
+            with self._lock:
+                self._unhealthy = True
+            return False
+        if left:
+            spool.append(batch.subset(left))  # only the events that may still succeed stay spooled
+        rec.ack()
+        return True
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def _settled(self) -> bool:
+        return self._buffered == 0 and not self._replaying and not (self._replay_wanted and not self._unhealthy
+                                                                    and self.spool is not None)
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Seal the open batch and wait until every event pushed so far is delivered, rejected or spooled (and,
+        while the endpoint answers, the spool is replayed). Returns False if ``timeout`` expired first."""
+        if threading.current_thread() in self._threads:
+            raise RuntimeError("flush() / close() cannot be called from an on_delivered / on_error callback: "
+                               "the batch being reported is still in flight")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            self._seal_locked()
+            while not self._settled():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is not None else 0.25)
+            return True
+
+    def close(self, timeout: Optional[float] = None) -> None:
+        """Stop taking events, deliver what is buffered (waiting at most ``timeout`` seconds), spool the rest,
+        and release the threads, the spool and (when owned) the transport. Idempotent."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            self._limit = -1  # every push now takes the slow path, which raises ClosedError
+        if self._atexit_fn is not None:
+            _atexit.unregister(self._atexit_fn)
+            self._atexit_fn = None
+        done = self.flush(timeout)
+        if not done:
+            self._spool_leftovers()
+        with self._lock:
+            self._stopping = True
+            self._stop_event.set()
+            self._work.notify_all()
+            self._replay_cv.notify_all()
+            self._room.notify_all()
+        for t in self._threads:
+            t.join(1.0 if not done else 5.0)
+        if self.spool is not None:
+            self.spool.close()
+        if self._owns_transport:
+            self.transport.close()
+        _live.discard(self)
+
+    def _spool_leftovers(self) -> None:
+        """Time is up: make pending retries give up, and spool what is queued or still in flight."""
+        self.transport.interrupt()
+        with self._lock:
+            self._seal_locked()
+            queued = list(self._ready)
+            self._ready.clear()
+            self._work.notify_all()
+        grace = time.monotonic() + 1.0
+        with self._lock:
+            while self._inflight and time.monotonic() < grace:
+                self._idle.wait(0.05)
+            inflight = list(self._inflight.values())
+        queued_ids = {id(b) for b in queued}
+        for batch in queued + inflight:
+            n = batch.count
+            is_queued = id(batch) in queued_ids
+            with self._lock:
+                if is_queued:
+                    self._buffered -= n
+                    self._left += n
+                else:
+                    self._abandoned.add(id(batch))
+            if self._spool_dir is None:
+                with self._lock:
+                    self._c["failed"] += n
+                if self.on_error is not None:
+                    self._callback(self.on_error, ClosedError("closed before these events could be delivered"),
+                                   [batch.event(i) for i in range(n)])
+                continue
+            try:
+                self._open_spool().append(SpooledBatch.from_batch(batch))
+            except SpoolError as exc:
+                log.error("cannot spool %d events at close: %s", n, exc)
+                if self.on_error is not None:
+                    self._callback(self.on_error, exc, [batch.event(i) for i in range(n)])
+                continue
+            with self._lock:
+                self._c["spooled"] += n
+            log.info("closing: spooled %d undelivered events", n)
+
+    def __enter__(self) -> "Batcher":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """A snapshot of the counters (events unless named otherwise): pushed, sent, delivered, retried, failed,
+        rejected, spooled, replayed, dropped, bytes, batches, duplicates, corrupt, buffered."""
+        with self._lock:
+            s = dict(self._c)
+            s["pushed"] = self._left + self._buffered
+            s["buffered"] = self._buffered
+        return s
+
+    def spool_pending(self) -> Tuple[int, int]:
+        """``(records, events)`` waiting in the spool."""
+        if self.spool is None:
+            return (0, 0)
+        return self.spool.pending()
+
+    def __repr__(self) -> str:
+        return f"<Batcher {self.dialect.name} -> {self.transport.base_url}{' closed' if self._closed else ''}>"

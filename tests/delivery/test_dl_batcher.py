@@ -1,0 +1,318 @@
+"""Batcher reliability against real sockets: faults, overflow policies, a down endpoint, the spool, fork."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import orjson
+import pytest
+
+from eventpush import CONNECT, NDJSON
+from eventpush.batcher import Batcher
+from eventpush.errors import BufferFullError, ClosedError, EventValidationError, SpoolCorruptError
+from eventpush.sender import RejectedError
+from eventpush.spool import Spool
+from eventpush.transport import Retry
+
+from dl_helpers import FAST_RETRY, free_port_local
+
+
+def ids(n, prefix="ev"):
+    return [f"{prefix}-{i}" for i in range(n)]
+
+
+def spooled_ids(directory):
+    """The ids in the intact records of a spool, read from a copy (reading acknowledges nothing)."""
+    copy = directory.rstrip("/") + "-copy"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(directory, copy)
+    out = set()
+    with Spool(copy) as sp:
+        while True:
+            rec = sp.next_record()
+            if rec is None:
+                break
+            for i in range(rec.batch.count):
+                out.add(orjson.loads(rec.batch.event(i))["id"])
+            rec.ack()
+    shutil.rmtree(copy, ignore_errors=True)
+    return out
+
+
+def test_100k_events_through_a_faulty_server_all_arrive_once_deduplicated(make_server, spool_dir):
+    s = make_server("collections", error_rate=0.1, retry_after=0.01, reset_rate=0.03, slow_rate=0.05,
+                    slow_delay=0.02, garbage_rate=0.03, item_retry_rate=0.002, seed=11)
+    want = ids(100_000)
+    b = Batcher(s.url, CONNECT, max_batch_events=500, concurrency=4, retry=FAST_RETRY, spool_dir=spool_dir,
+                interval=0.2)
+    with b:
+        for i, ev_id in enumerate(want):
+            b.push({"id": ev_id, "n": i}, "c%d" % (i % 3))
+        assert b.flush(timeout=60)
+    st = b.stats
+    assert s.ids() == set(want)  # every id arrived at least once and is counted once after deduplication
+    assert s.unique == 100_000 and s.received >= 100_000
+    assert st["pushed"] == 100_000 and st["delivered"] == 100_000 and st["dropped"] == 0
+    assert st["rejected"] == 0 and st["buffered"] == 0
+    injected = s.injected
+    assert injected["status"] and injected["reset"] and injected["garbage"] and injected["item_retry"]
+    assert st["retried"] > 0
+    assert b.spool_pending() == (0, 0)
+
+
+def test_overflow_block_waits_and_loses_nothing(make_server):
+    s = make_server("collections", slow_rate=1.0, slow_delay=0.01)
+    b = Batcher(s.url, CONNECT, max_batch_events=100, max_buffered=300, overflow="block", concurrency=2,
+                retry=FAST_RETRY, spool_dir=False)
+    peak = 0
+    with b:
+        for ev_id in ids(3000):
+            b.push({"id": ev_id}, "c")
+            peak = max(peak, b.stats["buffered"])
+        assert b.flush(30)
+    assert peak <= 300
+    assert s.unique == 3000 and b.stats["delivered"] == 3000 and b.stats["spooled"] == 0
+
+
+def test_overflow_block_timeout_raises_buffer_full(make_server):
+    s = make_server("collections", slow_rate=1.0, slow_delay=1.0)
+    b = Batcher(s.url, CONNECT, max_batch_events=10, max_buffered=10, overflow="block", block_timeout=0.05,
+                retry=FAST_RETRY, spool_dir=False, concurrency=1)
+    with b:
+        for ev_id in ids(10):
+            b.push({"id": ev_id}, "c")
+        with pytest.raises(BufferFullError):
+            b.push({"id": "one-too-many"}, "c")  # the only batch is stuck in a slow request
+        s.faults.slow_rate = 0.0
+        assert b.flush(10)
+    assert s.ids() == set(ids(10))
+    assert b.stats["pushed"] == 10 == b.stats["delivered"]
+
+
+def test_overflow_raise_refuses_and_every_accepted_event_arrives(make_server):
+    s = make_server("collections")
+    s.down()
+    b = Batcher(s.url, CONNECT, max_batch_events=50, max_buffered=200, overflow="raise", concurrency=2,
+                retry=Retry(attempts=1000, backoff=0.01, backoff_max=0.02, total=30), spool_dir=False)
+    accepted = []
+    refused = 0
+    with b:
+        for ev_id in ids(1000):
+            try:
+                b.push({"id": ev_id}, "c")
+                accepted.append(ev_id)
+            except BufferFullError:
+                refused += 1
+        assert refused > 0 and len(accepted) >= 200
+        s.up()
+        assert b.flush(30)
+    assert s.ids() == set(accepted)
+    assert b.stats["pushed"] == len(accepted) == b.stats["delivered"]
+
+
+def test_overflow_spill_survives_a_slow_endpoint(make_server, spool_dir):
+    s = make_server("collections", slow_rate=1.0, slow_delay=0.05)
+    b = Batcher(s.url, CONNECT, max_batch_events=100, max_buffered=300, overflow="spill", concurrency=2,
+                retry=FAST_RETRY, spool_dir=spool_dir)
+    want = ids(5000)
+    with b:
+        for ev_id in want:
+            b.push({"id": ev_id}, "c")
+        s.faults.slow_rate = 0.0
+        assert b.flush(60)
+    st = b.stats
+    assert st["spooled"] > 0 and st["replayed"] > 0
+    assert s.ids() == set(want)
+    assert st["delivered"] == 5000 and st["dropped"] == 0
+    assert b.spool_pending() == (0, 0)
+
+
+def test_endpoint_down_for_the_whole_run_spools_everything(spool_dir):
+    url = f"http://127.0.0.1:{free_port_local()}"
+    errors = []
+    b = Batcher(url, CONNECT, max_batch_events=500, retry=FAST_RETRY, spool_dir=spool_dir,
+                on_error=lambda e, evs: errors.append(e))
+    with b:
+        for ev_id in ids(5000):
+            b.push({"id": ev_id}, "c")
+        assert b.flush(30)
+    st = b.stats
+    assert st["delivered"] == 0 and st["pushed"] == 5000
+    assert st["failed"] == 5000 and st["spooled"] == 5000 and st["dropped"] == 0
+    assert spooled_ids(spool_dir) == set(ids(5000))
+    with Spool(spool_dir) as sp:
+        assert sp.pending()[1] == 5000
+
+
+def test_spool_replays_at_next_start(make_server, spool_dir):
+    s = make_server("collections")
+    s.down()
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:
+        for ev_id in ids(1234):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+        assert b.stats["spooled"] == 1234
+    s.up()
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b2:
+        assert b2.flush(30)
+        assert b2.stats["replayed"] == 1234
+    assert s.ids() == set(ids(1234))
+    assert os.listdir(spool_dir) == []
+
+
+def test_replay_starts_when_the_endpoint_recovers(make_server, spool_dir):
+    s = make_server("collections")
+    s.down()
+    b = Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir, interval=0.05)
+    with b:
+        for ev_id in ids(300):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+        assert b.stats["spooled"] == 300
+        s.up()
+        b.push({"id": "after"}, "c")  # the first success after recovery triggers the replay
+        assert b.flush(30)
+        assert s.wait_for(unique=301)
+    assert b.stats["replayed"] == 300
+
+
+def test_truncated_spool_is_detected_reported_and_not_sent(make_server, spool_dir):
+    s = make_server("collections")
+    s.down()
+    with Batcher(s.url, CONNECT, max_batch_events=100, retry=FAST_RETRY, spool_dir=spool_dir) as b:
+        for ev_id in ids(500):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+    segs = sorted(n for n in os.listdir(spool_dir) if n.endswith(".seg"))
+    path = os.path.join(spool_dir, segs[-1])
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 100)
+    intact = spooled_ids(spool_dir)
+    assert 0 < len(intact) < 500
+    s.up()
+    errors = []
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir,
+                 on_error=lambda e, evs: errors.append(e)) as b2:
+        assert b2.flush(30)
+        assert b2.stats["corrupt"] == 1 and b2.stats["replayed"] == len(intact)
+    assert s.ids() == intact
+    assert any(isinstance(e, SpoolCorruptError) for e in errors)
+
+
+def test_rejected_events_are_reported_and_never_spooled(make_server, spool_dir):
+    s = make_server("collections", reject_key="secret")
+    seen = []
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir,
+                 on_error=lambda e, evs: seen.append((e, evs))) as b:
+        b.push({"id": "ok-1"}, "c")
+        b.push({"id": "bad-1", "secret": 1}, "c")
+        b.push({"id": "ok-2"}, "c")
+        assert b.flush(10)
+    st = b.stats
+    assert st["rejected"] == 1 and st["delivered"] == 2 and st["spooled"] == 0
+    [(err, evs)] = seen
+    assert isinstance(err, RejectedError) and "secret" in str(err)
+    assert b'"bad-1"' in evs[0]
+    assert s.ids() == {"ok-1", "ok-2"}
+
+
+def test_a_whole_request_4xx_is_rejected_not_spooled(make_server, spool_dir):
+    s = make_server("status", reject_key="secret")
+    seen = []
+    with Batcher(s.url, NDJSON, retry=FAST_RETRY, spool_dir=spool_dir, on_error=lambda e, evs: seen.append(e)) as b:
+        b.push({"id": "x", "secret": 1})
+        assert b.flush(10)
+    assert b.stats["rejected"] == 1 and b.stats["spooled"] == 0
+    assert seen[0].status == 400 and len(s.log) == 1
+
+
+def test_bad_input_raises_at_the_call_site_and_costs_nothing_else(server):
+    with Batcher(server.url, CONNECT, retry=FAST_RETRY, spool_dir=False) as b:
+        with pytest.raises(EventValidationError) as info:
+            b.push({"tp_secret": 1}, "c")
+        assert info.value.field is not None
+        errs = b.push_many([{"id": "a"}, {"_id": 1}, {"id": "b"}], "c")
+        assert [e.index for e in errs] == [1]
+        assert b.flush(10)
+    assert server.ids() == {"a", "b"}
+    assert b.stats["pushed"] == 2
+
+
+def test_closed_batcher_refuses_pushes(server):
+    b = Batcher(server.url, CONNECT, spool_dir=False)
+    b.close()
+    with pytest.raises(ClosedError):
+        b.push({"id": "late"}, "c")
+
+
+def test_interval_seals_and_sends_in_the_background(server):
+    with Batcher(server.url, CONNECT, interval=0.05, spool_dir=False) as b:
+        b.push({"id": "lonely"}, "c")
+        assert server.wait_for(unique=1, timeout=5)  # no flush(): the interval sealed and sent it
+        deadline = time.monotonic() + 5
+        while b.stats["delivered"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert b.stats["delivered"] == 1
+
+
+def test_close_timeout_spools_what_could_not_go(make_server, spool_dir):
+    s = make_server("collections")
+    s.down()
+    b = Batcher(s.url, CONNECT, retry=Retry(attempts=1000, backoff=0.05, backoff_max=0.1, total=None),
+                spool_dir=spool_dir)
+    for ev_id in ids(700):
+        b.push({"id": ev_id}, "c")
+    b.close(timeout=0.5)
+    assert b.stats["spooled"] == 700
+    assert spooled_ids(spool_dir) == set(ids(700))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_fork_child_starts_empty_with_its_own_pool(server):
+    b = Batcher(server.url, CONNECT, interval=None, spool_dir=False)
+    try:
+        for ev_id in ids(100, "parent"):
+            b.push({"id": ev_id}, "c")
+        pid = os.fork()
+        if pid == 0:  # the child: its own events only
+            code = 1
+            try:
+                if b.stats["buffered"] == 0:
+                    for ev_id in ids(50, "child"):
+                        b.push({"id": ev_id}, "c")
+                    code = 0 if b.flush(10) and b.stats["delivered"] == 50 else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        assert b.flush(10)
+    finally:
+        b.close(5)
+    assert server.ids() == set(ids(100, "parent")) | set(ids(50, "child"))
+    assert server.received == 150  # nothing was sent twice
+
+
+def test_default_spool_location_is_keyed_by_endpoint_and_credentials(tmp_path):
+    url = f"http://127.0.0.1:{free_port_local()}"
+    with Batcher(url, CONNECT, retry=FAST_RETRY, headers={"X-Api-Key": "k1"}) as b:
+        b.push({"id": "a"}, "c")
+        b.flush(10)
+        where = b.spool.directory
+    assert where.startswith(str(tmp_path / "default-spool"))  # $EVENTPUSH_SPOOL_DIR (set by the conftest)
+    with Batcher(url, CONNECT, retry=FAST_RETRY, headers={"X-Api-Key": "k2"}, atexit=False) as other:
+        assert other.spool is None  # another key never replays the first key's events
+    with Spool(where) as sp:
+        assert sp.pending() == (1, 1)
+
+
+def test_stats_snapshot_has_every_counter(server):
+    with Batcher(server.url, CONNECT, spool_dir=False) as b:
+        b.push({"id": "s"}, "c")
+        b.flush(10)
+        st = b.stats
+    for key in ("pushed", "sent", "delivered", "retried", "failed", "rejected", "spooled", "replayed", "dropped",
+                "bytes", "batches", "duplicates", "corrupt", "buffered"):
+        assert key in st
+    assert st["pushed"] == st["sent"] == st["delivered"] == 1 and st["batches"] == 1 and st["bytes"] > 0

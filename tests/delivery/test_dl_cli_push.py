@@ -1,0 +1,127 @@
+"""``eventpush push`` end to end: real processes, a real server, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from dl_helpers import free_port_local
+
+
+def push(*args, input=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "eventpush", "push", *args], capture_output=True, text=True,
+                          input=input, timeout=timeout)
+
+
+def write_ndjson(path, n, start=0, extra=b""):
+    with open(path, "wb") as f:
+        for i in range(start, start + n):
+            f.write(orjson.dumps({"id": f"e-{i}", "n": i}) + b"\n")
+        f.write(extra)
+    return str(path)
+
+
+def test_pushes_files_and_reports_malformed_lines_without_stopping(server, tmp_path):
+    a = tmp_path / "a.ndjson"
+    with open(a, "wb") as f:
+        f.write(b'{"id": "a-1"}\n{"id": broken\n\n{"id": "a-2", "tp_x": 1}\n{"id": "a-3"}\n')
+    b = tmp_path / "b.json"
+    b.write_bytes(orjson.dumps([{"id": "b-1"}, {"id": "b-2"}]))
+    out = push(str(a), str(b), "--to", server.url, "--collection", "things")
+    assert out.returncode == 1  # something was refused
+    assert f"{a}:2: malformed JSON" in out.stderr
+    assert f"{a}:4: invalid event" in out.stderr and "tp_" in out.stderr
+    assert "4 delivered" in out.stderr and "1 invalid" in out.stderr and "1 malformed" in out.stderr
+    assert server.ids() == {"a-1", "a-3", "b-1", "b-2"}
+
+
+def test_stdin_all_good_exits_zero_with_connect_credentials(make_server, tmp_path):
+    from support import EventServer, Faults
+
+    s = EventServer("collections", auth={"X-Project-Id": "p1", "X-Api-Key": "k1"}).start()
+    try:
+        data = "".join(json.dumps({"id": f"s-{i}"}) + "\n" for i in range(500))
+        out = push("-", "--to", s.url, "--collection", "c", "--project-id", "p1", "--api-key", "k1", input=data)
+        assert out.returncode == 0, out.stderr
+        assert s.unique == 500
+        bad = push("-", "--to", s.url, "--collection", "c", "--project-id", "p1", "--api-key", "nope", input=data)
+        assert bad.returncode == 1 and "500 rejected by the server" in bad.stderr
+        assert "Unauthorised" in bad.stderr
+    finally:
+        s.stop()
+
+
+def test_endpoint_down_spools_everything_and_says_so_then_resumes(make_server, tmp_path):
+    s = make_server("collections")
+    s.down()
+    src = write_ndjson(tmp_path / "in.ndjson", 3000)
+    spool = str(tmp_path / "spool")
+    out = push(src, "--to", s.url, "--collection", "c", "--spool", spool, "--retries", "2", "--backoff", "0.01")
+    assert out.returncode == 3, out.stderr
+    assert "3,000 spooled" in out.stderr and "3,000 left in the spool" in out.stderr and "0 delivered" in out.stderr
+    s.up()
+    again = push(src, "--to", s.url, "--collection", "c", "--spool", spool)
+    assert again.returncode == 0, again.stderr
+    assert "3,000 replayed from the spool" in again.stderr and "already pushed" in again.stderr
+    assert s.ids() == {f"e-{i}" for i in range(3000)} and s.received == 3000
+
+
+def test_no_spool_and_endpoint_down_fails_loudly(tmp_path):
+    src = write_ndjson(tmp_path / "in.ndjson", 100)
+    out = push(src, "--to", f"http://127.0.0.1:{free_port_local()}", "--dialect", "ndjson", "--retries", "1")
+    assert out.returncode == 1
+    assert "100 failed after retries" in out.stderr and "cannot connect" in out.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
+def test_killed_run_resumes_without_storing_anything_twice(make_server, tmp_path):
+    s = make_server("collections", slow_rate=1.0, slow_delay=0.01)
+    n = 60_000
+    src = tmp_path / "in.ndjson"
+    with open(src, "wb") as f:
+        for i in range(n):
+            f.write(orjson.dumps({"n": i}) + b"\n")  # no ids: the CLI derives them from the run and the line
+    spool = tmp_path / "spool"
+    args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
+            "--spool", str(spool), "--checkpoint", "5000", "--batch", "1000"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        progress = spool / "push-progress.json"
+        line = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            if progress.exists():
+                try:
+                    line = max(e.get("line", 0) for e in json.loads(progress.read_text())["inputs"].values())
+                except (ValueError, KeyError):
+                    pass
+                if line >= 10_000:
+                    break
+            time.sleep(0.01)
+        assert proc.poll() is None and line >= 10_000, "the run ended before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    first = -1
+    while first != s.received:  # requests already on the wire when the pusher died still land
+        first = s.received
+        time.sleep(0.2)
+    assert first < n
+    s.faults.slow_rate = 0.0
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert s.unique == n
+    ns = sorted(e["n"] for e in s.events())
+    assert ns == list(range(n))  # stored exactly once each
+    # the resume started at the last checkpoint, not at the beginning
+    assert s.received - n <= first - line
