@@ -1,0 +1,352 @@
+"""The Ruby gem's module API: ``configure(...)`` then ``push(...)`` in three modes (spec/connect.md §4).
+
+``push(collection_or_batches, event_or_events=None)`` is a **batch** when the first argument is not a ``str`` or
+the second is a list: ``push("c", {...})`` → ``POST /events/c``; ``push("c", [{...}])`` → ``POST /events``
+``{"c": [...]}``; ``push({"c1": [...], "c2": [...]})`` as given. Every event is processed with the gem's rules
+(``id`` and ``timestamp`` first, dates as ``YYYY-MM-DDTHH:MM:SSZ``, ``^tp_`` refused with
+:class:`EventDataValidationError`) before any I/O, in every mode.
+
+Modes
+    ``"sync"``   returns the :class:`EventPushResponse`; transport errors raise.
+    ``"async"``  returns a :class:`DeferredResponse` at once; ``response_received(cb)`` gets the response (any
+                 status), ``error_occured(cb)`` / ``error_occurred(cb)`` the transport error; callbacks run once
+                 each on the sender thread (or at once when added after completion). No event loop needed.
+    ``"await"``  returns an :class:`AwaitableResponse`: ``await push(...)`` inside asyncio gives the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional
+
+import orjson
+
+from ..dialects import CONNECT_RUBY
+from ..errors import ClosedError, EventError
+from ..transport import Limits, Retry, Timeout, Transport
+from ._engine import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, SentBatches, encoder, loads_or_none, rb_error, single_path
+from .exceptions import UnconfiguredError
+from .responses import EventPushResponse
+
+__all__ = ["Configuration", "configure", "reset", "push", "DeferredResponse", "AwaitableResponse", "MODES"]
+
+log = logging.getLogger("eventpush.connect")
+
+MODES = ("sync", "async", "await")
+
+
+class Configuration:
+    """Settings of the module API (keyword-only): ``api_key``, ``project_id``, ``mode`` (``"sync"``,
+    ``"async"`` or ``"await"``), ``base_url`` (path included), and beyond the gem ``retry``, ``timeout``
+    (seconds, connect and read; default 60), ``max_workers`` (concurrent requests in async / await mode) and
+    ``verify`` (TLS). ``async_ = True`` is the gem's ``async = true`` (``mode = "async"``)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "",
+        project_id: str = "",
+        mode: str = "sync",
+        base_url: str = DEFAULT_BASE_URL,
+        async_: Optional[bool] = None,
+        retry: Optional[Retry] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_workers: int = 2,
+        verify: Any = True,
+    ) -> None:
+        self.api_key = api_key
+        self.project_id = project_id
+        self.mode = mode
+        self.base_url = base_url
+        self.retry = retry
+        self.timeout = timeout
+        self.max_workers = max_workers
+        self.verify = verify
+        if async_ is not None:
+            self.async_ = async_
+
+    @property
+    def async_(self) -> bool:
+        """The gem's ``async`` flag: True when ``mode == "async"``."""
+        return self.mode == "async"
+
+    @async_.setter
+    def async_(self, value: bool) -> None:
+        self.mode = "async" if value else "sync"
+
+    def __repr__(self) -> str:
+        return (f"Configuration(project_id={self.project_id!r}, mode={self.mode!r}, base_url={self.base_url!r}, "
+                f"timeout={self.timeout!r})")
+
+
+class DeferredResponse:
+    """What ``push`` returns in async mode (the gem's ``DeferredHttpResponse``). ``response_received(cb)``
+    (alias ``callback``) and ``error_occured(cb)`` (aliases ``error_occurred``, ``errback``) return ``self`` so
+    they chain. Each callback runs once, on the sender thread, or at once in the caller's thread when the push
+    already finished. ``wait(timeout)`` blocks for the response (or raises the error)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._ok: List[Callable[[Any], Any]] = []
+        self._err: List[Callable[[BaseException], Any]] = []
+        self._state: Optional[str] = None
+        self._value: Any = None
+
+    def response_received(self, cb: Callable[[EventPushResponse], Any]) -> "DeferredResponse":
+        """Call ``cb(response)`` when the server answers (whatever the status)."""
+        with self._lock:
+            if self._state is None:
+                self._ok.append(cb)
+                return self
+            run = self._state == "ok"
+        if run:
+            _call(cb, self._value)
+        return self
+
+    def error_occured(self, cb: Callable[[BaseException], Any]) -> "DeferredResponse":
+        """Call ``cb(error)`` when the request fails (connection error, timeout) after the retries."""
+        with self._lock:
+            if self._state is None:
+                self._err.append(cb)
+                return self
+            run = self._state == "error"
+        if run:
+            _call(cb, self._value)
+        return self
+
+    callback = response_received
+    errback = error_occured
+    error_occurred = error_occured
+
+    def _settle(self, state: str, value: Any) -> None:
+        with self._lock:
+            self._state = state
+            self._value = value
+            cbs = self._ok if state == "ok" else self._err
+            self._ok, self._err = [], []
+        self._done.set()
+        for cb in cbs:
+            _call(cb, value)
+
+    @property
+    def done(self) -> bool:
+        """True once the push finished (either way)."""
+        return self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> EventPushResponse:
+        """Block until the push finished; return the response or raise the error (``TimeoutError`` of the
+        builtins when ``timeout`` expires first)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError("the push has not finished yet")
+        if self._state == "error":
+            raise self._value
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"<DeferredResponse {self._state or 'pending'}>"
+
+
+def _call(cb: Callable[[Any], Any], value: Any) -> None:
+    try:
+        cb(value)
+    except Exception:  # a failing callback must not break the sender thread or the other callbacks
+        log.exception("a push callback raised")
+
+
+class AwaitableResponse:
+    """What ``push`` returns in await mode: ``await`` it (in any asyncio loop) for the
+    :class:`EventPushResponse`; transport errors raise there. ``future`` is the underlying
+    ``concurrent.futures.Future``."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: "Future[EventPushResponse]") -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, EventPushResponse]:
+        return asyncio.wrap_future(self.future).__await__()
+
+    def result(self, timeout: Optional[float] = None) -> EventPushResponse:
+        """Block for the response without an event loop."""
+        return self.future.result(timeout)
+
+
+class _Client:
+    """One configured client: the transport (keep-alive pool, retries) and, for async / await, the sender
+    threads."""
+
+    def __init__(self, config: Configuration) -> None:
+        if config.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}; got {config.mode!r}")
+        self.mode = config.mode
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+            "X-Api-Key": str(config.api_key),
+            "X-Project-Id": str(config.project_id),
+        }
+        self._transport = Transport(
+            config.base_url,
+            headers=headers,
+            timeout=Timeout(connect=config.timeout, read=config.timeout),
+            retry=Retry() if config.retry is None else config.retry,
+            limits=Limits(max_connections=max(1, config.max_workers)),
+            gzip=False,
+            verify=config.verify,
+        )
+        self._executor: Optional[ThreadPoolExecutor] = None
+        if self.mode != "sync":
+            self._executor = ThreadPoolExecutor(max_workers=max(1, config.max_workers),
+                                                thread_name_prefix="eventpush-connect-rb")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def push(self, collection_or_batches: Any, event_or_events: Any = None) -> Any:
+        enc = encoder(CONNECT_RUBY)
+        first = collection_or_batches
+        if isinstance(first, str) and not isinstance(event_or_events, list):
+            try:
+                body = enc.encode(event_or_events, first)
+            except EventError as exc:
+                raise rb_error(exc) from None
+            job = partial(self._send_single, first, body)
+        else:
+            if isinstance(first, str):
+                batch_in: Any = {first: event_or_events}
+            elif isinstance(first, Mapping):
+                if event_or_events is not None:
+                    raise TypeError("push({collection: [events]}) takes no second argument")
+                batch_in = first if isinstance(first, dict) else dict(first)
+            else:
+                raise TypeError("push() takes a collection name (str) and an event or a list of events, or a "
+                                f"{{collection: [events]}} dict; got {type(first).__name__}")
+            try:
+                batches, errs = enc.encode_batch(batch_in)
+            except EventError as exc:
+                raise rb_error(exc) from None
+            if errs:
+                raise rb_error(errs[0])
+            job = partial(self._send_batches, batches)
+        return self._dispatch(job)
+
+    def _dispatch(self, job: Callable[[], EventPushResponse]) -> Any:
+        if self.mode == "sync":
+            if self._closed:
+                raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
+            return job()
+        with self._lock:  # no submit can slip in after close() started draining
+            if self._closed:
+                raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
+            if self.mode == "await":
+                return AwaitableResponse(self._executor.submit(job))  # type: ignore[union-attr]
+            deferred = DeferredResponse()
+            self._executor.submit(_run_deferred, job, deferred)  # type: ignore[union-attr]
+            return deferred
+
+    def _send_single(self, collection: str, body: bytes) -> EventPushResponse:
+        resp = self._transport.post(single_path(collection), body)
+        r = EventPushResponse._from_parts(resp.status, resp.headers.get("Content-Type"), resp.data,
+                                          partial(orjson.loads, body), batch=False, attempts=resp.attempts)
+        return r
+
+    def _send_batches(self, batches: List[Any]) -> EventPushResponse:
+        sent = SentBatches(batches)
+        replies = [self._transport.post(CONNECT_RUBY.batch_path, b) for b in batches]
+        if len(replies) == 1:
+            resp = replies[0]
+            return EventPushResponse._from_parts(resp.status, resp.headers.get("Content-Type"), resp.data,
+                                                 sent.by_collection, batch=True, attempts=resp.attempts)
+        # a push over 5,000 events went out in parts: merge them back in request order
+        status = next((r.status for r in replies if r.status != 200), 200)
+        merged: Dict[str, Any] = {}
+        for r in replies:
+            ct = r.headers.get("Content-Type") or ""
+            doc = loads_or_none(r.data) if "application/json" in ct.lower() else None
+            if not isinstance(doc, dict):
+                return EventPushResponse._from_parts(r.status, r.headers.get("Content-Type"), r.data,
+                                                     sent.by_collection, batch=True, attempts=r.attempts)
+            for k, v in doc.items():
+                if isinstance(v, list) and isinstance(merged.get(k), list):
+                    merged[k].extend(v)
+                else:
+                    merged.setdefault(k, v)
+        attempts = max(r.attempts for r in replies)
+        return EventPushResponse._from_parts(status, "application/json", orjson.dumps(merged), sent.by_collection,
+                                             batch=True, attempts=attempts, parsed=merged)
+
+    def close(self) -> None:
+        """Finish in-flight sends, then close the pool."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        ex = self._executor
+        if ex is not None:
+            if threading.current_thread() in getattr(ex, "_threads", ()):
+                # called from one of our own callbacks: let the sends finish in the background
+                threading.Thread(target=self._finish, name="eventpush-connect-close").start()
+                return
+            ex.shutdown(wait=True)
+        self._transport.close()
+
+    def _finish(self) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True)
+        self._transport.close()
+
+
+def _run_deferred(job: Callable[[], EventPushResponse], deferred: DeferredResponse) -> None:
+    try:
+        resp = job()
+    except BaseException as exc:  # delivered to error_occured, never lost
+        deferred._settle("error", exc)
+    else:
+        deferred._settle("ok", resp)
+
+
+_state_lock = threading.Lock()
+_client: Optional[_Client] = None
+
+
+def configure(fn: Optional[Callable[[Configuration], Any]] = None, /, **settings: Any) -> Configuration:
+    """Build a fresh :class:`Configuration`, let ``fn(config)`` fill it in (the gem's block) and apply
+    ``settings`` as attributes, then replace the current client (the old one finishes its in-flight sends before
+    it closes). Returns the configuration."""
+    global _client
+    config = Configuration()
+    if fn is not None:
+        fn(config)
+    for name, value in settings.items():
+        if name.startswith("_") or not hasattr(config, name):
+            raise TypeError(f"configure() got an unknown setting {name!r}")
+        setattr(config, name, value)
+    new = _Client(config)
+    with _state_lock:
+        old, _client = _client, new
+    if old is not None:
+        old.close()
+    return config
+
+
+def reset() -> None:
+    """Drop the configured client (after its in-flight sends); ``push`` then raises :class:`UnconfiguredError`."""
+    global _client
+    with _state_lock:
+        old, _client = _client, None
+    if old is not None:
+        old.close()
+
+
+def push(collection_or_batches: Any, event_or_events: Any = None) -> Any:
+    """Push one event, a list of events into one collection, or ``{collection: [events]}``; see the module
+    docstring for the dispatch rule and what each mode returns."""
+    client = _client
+    if client is None:
+        raise UnconfiguredError()
+    return client.push(collection_or_batches, event_or_events)

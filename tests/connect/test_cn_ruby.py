@@ -1,0 +1,338 @@
+"""The Ruby-style module API: configure / reset / push in sync, async and await modes (spec §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+
+import orjson
+import pytest
+
+from eventpush import connect
+from eventpush.connect import (
+    AwaitableResponse,
+    Configuration,
+    DeferredResponse,
+    EventDataValidationError,
+    EventPushResponse,
+    UnconfiguredError,
+)
+from eventpush.errors import ClosedError, ConnectError, EventTooLargeError, EventTypeError
+from eventpush.transport import Retry
+
+PROJECT, KEY = "proj-c", "key-c"
+FAST_RETRY = Retry(attempts=2, backoff=0.01, backoff_max=0.02)
+
+
+def _conf(config, base, mode="sync"):
+    config.project_id = PROJECT
+    config.api_key = KEY
+    config.base_url = base
+    config.mode = mode
+
+
+def test_unconfigured_and_reset():
+    connect.reset()
+    with pytest.raises(UnconfiguredError) as ei:
+        connect.push("c", {"a": 1})
+    assert str(ei.value) == "Connect must configured before it can be used, please call Connect.configure"
+    connect.configure(project_id="p", api_key="k")
+    connect.reset()
+    with pytest.raises(UnconfiguredError):
+        connect.push("c", {"a": 1})
+
+
+def test_configuration_defaults_and_alias():
+    c = Configuration()
+    assert (c.api_key, c.project_id, c.mode, c.base_url) == ("", "", "sync", "https://api.getconnect.io")
+    c.async_ = True
+    assert c.mode == "async" and c.async_ is True
+    assert Configuration(async_=True).mode == "async"
+    cfg = connect.configure(lambda conf: setattr(conf, "project_id", "x"), api_key="y", async_=True)
+    assert (cfg.project_id, cfg.api_key, cfg.mode) == ("x", "y", "async")
+    with pytest.raises(TypeError):
+        connect.configure(nonsense=1)
+    with pytest.raises(ValueError):
+        connect.configure(mode="eventmachine")
+
+
+def test_sync_single_list_and_batch_against_hub(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base))
+    other = coll + "-o"
+    r = connect.push(coll, {"product": "Something", "cost": 2.01})
+    assert isinstance(r, EventPushResponse)
+    assert r.http_status_code == "200" and r.success is True
+    # the hub types its empty 200 as JSON, so the event as sent is merged into data (spec §4.4)
+    assert r.data["event"]["product"] == "Something" and list(r.data["event"])[:2] == ["id", "timestamp"]
+    r2 = connect.push(coll, [{"name": "Something 1", "cost": 2.01}, {"name": "Something 2", "cost": 4.02}])
+    assert r2.http_status_code == "200" and r2.success
+    assert [item["success"] for item in r2.data[coll]] == [True, True]
+    assert [item["event"]["name"] for item in r2.data[coll]] == ["Something 1", "Something 2"]
+    r3 = connect.push({coll: [{"name": "Something 3"}], other: [{"name": "x"}, {"name": "y"}]})
+    assert r3.success and len(r3.data[other]) == 2 and r3.data[other][1]["event"]["name"] == "y"
+    stored = hub.events(coll)
+    assert [e.get("name", e.get("product")) for e in stored] == ["Something", "Something 1", "Something 2",
+                                                                  "Something 3"]
+    assert list(stored[0])[:2] == ["id", "timestamp"]  # Ruby order: id and timestamp first
+
+
+def test_ruby_event_processing(use_core, recorder):
+    connect.configure(lambda c: _conf(c, recorder.base))
+    when = dt.datetime(2015, 7, 1, 4, 7, 57, 123456)
+    connect.push("c", {"a": 1, "when": when, "day": dt.date(2015, 7, 1), "lst": [{"w": when}],
+                       "http_status": 1, "setup_x": 2, "nested": {"tp_ok": 1}})
+    connect.push("c", {"timestamp": "2015-01-01T00:00:00Z", "id": "mine", "z": 1})
+    first, second = [r.json() for r in recorder.requests]
+    assert list(first)[:2] == ["id", "timestamp"]
+    assert first["when"] == "2015-07-01T04:07:57Z" and first["day"] == "2015-07-01T00:00:00Z"
+    assert first["lst"] == [{"w": "2015-07-01T04:07:57Z"}]
+    assert len(first["timestamp"]) == 20 and first["timestamp"].endswith("Z")
+    assert second == {"id": "mine", "timestamp": "2015-01-01T00:00:00Z", "z": 1}
+    req = recorder.requests[0]
+    assert req.path == "/api/events/c"  # the base URL's path is honoured
+    assert req.headers["accept"] == "application/json" and req.headers["content-type"] == "application/json"
+    assert req.headers["x-project-id"] == PROJECT and req.headers["x-api-key"] == KEY
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "await"])
+def test_validation_raised_before_io_in_every_mode(use_core, recorder, mode):
+    connect.configure(lambda c: _conf(c, recorder.base, mode))
+    with pytest.raises(EventDataValidationError) as ei:
+        connect.push("c", {"tp_a": 1, "TP_b": 2, "ok": 3})
+    assert str(ei.value) == "The following properties use the reserved prefix tp_:\n->tp_a\n->TP_b"
+    with pytest.raises(EventDataValidationError) as ei:
+        connect.push({"c": [{"fine": 1}, {"tp_x": 1}]})
+    assert ei.value.index == 1 and ei.value.collection == "c"
+    with pytest.raises(EventTypeError):
+        connect.push("c", [1])
+    with pytest.raises(EventTypeError):
+        connect.push({"c": {"not": "a list"}})
+    with pytest.raises(EventTypeError):
+        connect.push("c", {"x": object()})
+    with pytest.raises(EventTooLargeError):
+        connect.push("c", {"x": "a" * 70000})
+    with pytest.raises(TypeError):
+        connect.push(42, {"a": 1})
+    assert recorder.requests == []
+
+
+def test_dispatch_rule(use_core, recorder):
+    recorder.default = (200, {"Content-Type": "application/json"}, b"{}")
+    connect.configure(lambda c: _conf(c, recorder.base))
+    connect.push("c", {"a": 1})
+    connect.push("c", [{"a": 1}])
+    connect.push({"c": [{"a": 1}], "d": [{"b": 2}]})
+    paths = [r.path for r in recorder.requests]
+    assert paths == ["/api/events/c", "/api/events", "/api/events"]
+    assert list(recorder.requests[1].json()) == ["c"] and list(recorder.requests[2].json()) == ["c", "d"]
+
+
+def test_event_push_response_statuses_and_bodies(use_core, recorder):
+    connect.configure(lambda c: _conf(c, recorder.base), retry=Retry.NONE)
+    recorder.reply(201, b"", "application/json; charset=utf-8")
+    recorder.reply(500, {"errorMessage": "something went wrong"})
+    recorder.reply(500, b"<html></html>", "text/html")
+    recorder.reply(200, b"", None)  # no Content-Type: not JSON
+    recorder.reply(413, {"errorMessage": "Maximum event size of 64kb exceeded."})
+    recorder.reply(422, {"errors": [{"field": "a", "description": "b"}]})
+    r201 = connect.push("c", {"a": 1})
+    assert (r201.http_status_code, r201.success) == ("201", True)
+    assert r201.data["event"] == recorder.requests[0].json()
+    r500 = connect.push("c", {"a": 1})
+    assert (r500.success, r500.data["errorMessage"]) == (False, "something went wrong")
+    assert r500.data["event"]["a"] == 1
+    html = connect.push("c", {"a": 1})
+    assert (html.http_status_code, html.data) == ("500", "<html></html>")
+    bare = connect.push("c", {"a": 1})
+    assert (bare.http_status_code, bare.success, bare.data) == ("200", True, "")
+    r413 = connect.push("c", {"a": 1})
+    assert (r413.http_status_code, r413.success) == ("413", False)
+    assert r413.data["errorMessage"] == "Maximum event size of 64kb exceeded."
+    r422 = connect.push("c", {"a": 1})
+    assert r422.data["errors"][0]["field"] == "a" and not r422.success
+    assert "Status: 422" in str(r422) and "Successful: False" in str(r422)
+
+
+def test_sync_401_409_from_hub_and_transport_error(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base))
+    assert connect.push(coll, {"id": "same"}).success
+    dup = connect.push(coll, {"id": "same"})
+    assert (dup.http_status_code, dup.success, dup.duplicate) == ("409", False, True)
+    b = connect.push(coll, [{"id": "same"}, {"id": "new"}])
+    assert [i["duplicate"] for i in b.data[coll]] == [True, False]
+    connect.configure(project_id=PROJECT, api_key="bad", base_url=hub.base)
+    r = connect.push(coll, {"a": 1})
+    assert (r.http_status_code, r.success) == ("401", False)
+    assert r.data["errorMessage"] == "Unauthorised. Please check your Project Id and API Key"
+    connect.configure(project_id=PROJECT, api_key=KEY, base_url="http://127.0.0.1:9", retry=FAST_RETRY)
+    with pytest.raises(ConnectError):
+        connect.push(coll, {"a": 1})
+
+
+def test_async_callbacks_chaining_and_non_2xx(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base, "async"))
+    got, errs, threads = [], [], []
+    done = threading.Event()
+
+    def on_response(resp):
+        got.append(resp)
+        threads.append(threading.current_thread().name)
+        done.set()
+
+    d = connect.push(coll, {"name": "Something", "cost": 2.01}).response_received(on_response).error_occured(
+        errs.append)
+    assert isinstance(d, DeferredResponse)
+    assert done.wait(10)
+    assert len(got) == 1 and got[0].success and not errs
+    assert threads[0] != threading.current_thread().name  # the sender thread
+    # added after completion: runs at once, exactly once
+    late = []
+    d.response_received(late.append)
+    assert late == got
+    # non-2xx still goes to response_received
+    assert connect.push(coll, {"id": "a-dup"}).wait(10).success
+    d2 = connect.push(coll, {"id": "a-dup"})
+    seen = []
+    d2.response_received(seen.append).error_occurred(errs.append)
+    r = d2.wait(10)
+    assert r.http_status_code == "409" and not r.success
+    assert seen == [r] and not errs
+
+
+def test_async_transport_error_goes_to_error_occured(use_core):
+    connect.configure(project_id="p", api_key="k", base_url="http://127.0.0.1:9", mode="async",
+                      retry=FAST_RETRY)
+    errs, got = [], []
+    ev = threading.Event()
+    d = connect.push("c", {"a": 1}).response_received(got.append).error_occured(
+        lambda e: (errs.append(e), ev.set()))
+    assert ev.wait(10)
+    assert not got and isinstance(errs[0], ConnectError)
+    with pytest.raises(ConnectError):
+        d.wait(1)
+    again = []
+    d.errback(again.append)
+    assert again == errs
+
+
+def test_await_mode(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base, "await"))
+
+    async def main():
+        r = await connect.push(coll, {"name": "Something", "cost": 2.01})
+        rs = await asyncio.gather(*(connect.push(coll, [{"i": i}, {"i": -i}]) for i in range(10)))
+        return r, rs
+
+    aw = connect.push(coll, {"pre": True})
+    assert isinstance(aw, AwaitableResponse)
+    r, rs = asyncio.run(main())
+    assert r.success and r.http_status_code == "200" and all(x.success for x in rs)
+    assert aw.result(10).success
+    assert len(hub.events(coll)) == 22
+
+
+def test_await_transport_error_raises(use_core):
+    connect.configure(project_id="p", api_key="k", base_url="http://127.0.0.1:9", mode="await",
+                      retry=FAST_RETRY)
+
+    async def main():
+        await connect.push("c", {"a": 1})
+
+    with pytest.raises(ConnectError):
+        asyncio.run(main())
+
+
+def test_reconfigure_finishes_inflight_sends(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base, "async"))
+    ds = [connect.push(coll, {"i": i}) for i in range(200)]
+    connect.configure(lambda c: _conf(c, hub.base, "sync"))  # replaces the async client
+    assert all(d.done for d in ds)
+    assert all(d.wait(0).success for d in ds)
+    assert len(hub.events(coll)) == 200
+    assert connect.push(coll, {"after": 1}).success
+
+
+def test_closed_client_raises(hub, use_core):
+    from eventpush.connect.ruby import _Client
+
+    c = _Client(Configuration(project_id=PROJECT, api_key=KEY, base_url=hub.base, mode="async"))
+    c.close()
+    with pytest.raises(ClosedError):
+        c.push("c", {"a": 1})
+
+
+def test_split_batch_merged(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base))
+    r = connect.push(coll, [{"i": i} for i in range(5003)])
+    assert r.success and r.http_status_code == "200"
+    assert [item["event"]["i"] for item in r.data[coll]] == list(range(5003))
+    assert len(hub.events(coll)) == 5003
+
+
+def test_batch_duplicate_after_retry_is_success(use_core, recorder):
+    recorder.reply(503, b"", None)
+    recorder.reply(200, {"c": [{"success": False, "duplicate": True, "message": "dup"}]})
+    recorder.reply(502, b"", None)
+    recorder.reply(409, {"errorMessage": "dup"})
+    connect.configure(lambda c: _conf(c, recorder.base), retry=FAST_RETRY)
+    b = connect.push("c", [{"a": 1}])
+    assert b.data["c"][0]["success"] is True and b.data["c"][0]["duplicate"] is True
+    s = connect.push("c", {"a": 1})
+    assert s.success and s.http_status_code == "409" and s.attempts == 2
+
+
+def test_event_push_response_constructor_and_pickle():
+    import pickle
+
+    ev = {"name": "test"}
+    r = EventPushResponse(201, "application/json; charset=utf-8", "", ev)
+    assert r.success and r.data["event"] is ev
+    b = EventPushResponse(200, "application/json", '{"collectionName":[{"duplicate":true}]}',
+                          {"collectionName": [ev]}, batch=True)
+    assert b.data["collectionName"][0]["duplicate"] is True and b.data["collectionName"][0]["event"] is ev
+    t = EventPushResponse(500, "text/html", "<html><html>", ev)
+    assert (t.data, t.http_status_code, t.success) == ("<html><html>", "500", False)
+    r2 = pickle.loads(pickle.dumps(b))
+    assert r2.data == orjson.loads(orjson.dumps(b.data)) and r2.http_status_code == "200"
+
+
+def test_400_from_hub_for_reserved_id(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base))
+    r = connect.push(coll, {"_id": 1})  # the gem does not check _id; the server does
+    assert (r.http_status_code, r.success) == ("400", False)
+    assert r.data["errorMessage"] == "Property name _id is reserved and cannot be set."
+    assert r.data["event"]["_id"] == 1
+
+
+def test_async_concurrency_every_callback_once(hub, use_core, coll):
+    connect.configure(lambda c: _conf(c, hub.base, "async"), max_workers=4)
+    n_threads, per_thread = 4, 300
+    lock = threading.Lock()
+    got, errs, deferreds = [], [], []
+
+    def on_response(resp):
+        with lock:
+            got.append(resp)
+
+    def work(t):
+        for i in range(per_thread):
+            if i % 3 == 0:
+                d = connect.push(coll, [{"t": t, "i": i}])
+            else:
+                d = connect.push(coll, {"t": t, "i": i})
+            d.response_received(on_response).error_occured(errs.append)
+            with lock:
+                deferreds.append(d)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for d in deferreds:
+        d.wait(30)
+    assert not errs and len(got) == n_threads * per_thread == len(deferreds)
+    assert all(r.success for r in got)
+    stored = hub.events(coll)
+    assert len(stored) == n_threads * per_thread and len({e["id"] for e in stored}) == len(stored)
