@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .dialects import BARCHART, CONNECT, CONNECT_RUBY, JSON_ARRAY, NDJSON, Dialect, get_dialect
@@ -27,6 +27,17 @@ from .errors import (
     SpoolError,
     TransportError,
 )
+
+if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers
+    from ._core import Batch, Batch as BatchC, Encoder, Encoder as EncoderC
+    from ._core_py import Batch as BatchPy, Encoder as EncoderPy
+    from .batcher import Batcher
+    from .sender import BatchResult, Sender
+    from .replies import EventResult
+    from .spool import Spool
+    from .transport import Limits, Retry, Timeout, Transport
+
+    IMPLEMENTATION: str
 
 __version__ = "0.1.0"
 

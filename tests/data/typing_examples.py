@@ -33,7 +33,7 @@ def batcher() -> Dict[str, int]:
                  timeout=Timeout(connect=1.0, read=5.0)) as b:
         b.push({"item": "hat"}, collection="purchases")
         b.flush(timeout=10.0)
-        return b.stats()
+        return b.stats
 
 
 async def barchart() -> List[Dict[str, Any]]:
