@@ -64,7 +64,10 @@ def test_py_typed_and_stub_ship_with_the_package() -> None:
 def test_typical_code_type_checks_with_mypy(tmp_path: Path) -> None:
     pytest.importorskip("mypy")
     example = Path(__file__).parent / "data" / "typing_examples.py"
-    env = dict(os.environ, MYPYPATH=str(Path(eventpush.__file__).parent.parent))
+    env = dict(os.environ)
+    root = Path(eventpush.__file__).parent.parent
+    if root.name not in ("site-packages", "dist-packages"):  # an editable install from src/: point mypy at it
+        env["MYPYPATH"] = str(root)
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
          "--warn-unused-ignores", "--disallow-untyped-calls", str(example)],
