@@ -16,6 +16,7 @@ from cpython.datetime cimport (
     PyDateTime_CheckExact,
     PyTime_Check,
     datetime_new,
+    datetime_tzinfo,
     import_datetime,
 )
 from cpython.dict cimport PyDict_Check, PyDict_Contains, PyDict_GetItem, PyDict_Next, PyDict_SetItem
@@ -431,23 +432,36 @@ cdef class _Pool:
         return _uuid_from(<const unsigned char*>PyBytes_AS_STRING(self.buf) + pos)
 
 
+cdef inline void _hex2(char* p, unsigned char b) noexcept:
+    p[0] = _HEX[b >> 4]
+    p[1] = _HEX[b & 15]
+
+
 cdef str _uuid_from(const unsigned char* raw):
-    cdef char out[36]
-    cdef int i, j = 0
-    cdef unsigned char b
-    for i in range(16):
-        if i == 4 or i == 6 or i == 8 or i == 10:
-            out[j] = b'-'
-            j += 1
-        b = raw[i]
-        if i == 6:
-            b = (b & 0x0F) | 0x40
-        elif i == 8:
-            b = (b & 0x3F) | 0x80
-        out[j] = _HEX[b >> 4]
-        out[j + 1] = _HEX[b & 15]
-        j += 2
-    return _ascii(out, 36)
+    # PERF: written straight into a new ASCII str, no loop branches
+    cdef object s = PyUnicode_New(36, 127)
+    cdef char* out = <char*>PyUnicode_DATA(s)
+    _hex2(out, raw[0])
+    _hex2(out + 2, raw[1])
+    _hex2(out + 4, raw[2])
+    _hex2(out + 6, raw[3])
+    out[8] = b'-'
+    _hex2(out + 9, raw[4])
+    _hex2(out + 11, raw[5])
+    out[13] = b'-'
+    _hex2(out + 14, (raw[6] & 0x0F) | 0x40)
+    _hex2(out + 16, raw[7])
+    out[18] = b'-'
+    _hex2(out + 19, (raw[8] & 0x3F) | 0x80)
+    _hex2(out + 21, raw[9])
+    out[23] = b'-'
+    _hex2(out + 24, raw[10])
+    _hex2(out + 26, raw[11])
+    _hex2(out + 28, raw[12])
+    _hex2(out + 30, raw[13])
+    _hex2(out + 32, raw[14])
+    _hex2(out + 34, raw[15])
+    return <str>s
 
 
 cdef _Pool _SHARED_POOL = _Pool(None)
@@ -971,7 +985,7 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
                         # PERF: the usual key: look at its bytes directly; at the top level this also decides
                         # connect-python's tp_ / _id checks (k.lower() only changes ASCII letters here)
                         p = <const char*>PyUnicode_DATA(<object>k)
-                        if p[0] == b'$' or memchr(p, b'.', n) != NULL:
+                        if p[0] == b'$' or _has_period(p, n):
                             flags |= SCAN_BAD_KEY
                         elif depth == 1 and n >= 3:
                             if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
@@ -993,6 +1007,17 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
     return flags
 
 
+cdef inline bint _has_period(const char* p, Py_ssize_t n) noexcept:
+    # PERF: keys are short: a plain loop beats a libc memchr call below 32 bytes
+    cdef Py_ssize_t i
+    if n >= 32:
+        return memchr(p, b'.', n) != NULL
+    for i in range(n):
+        if p[i] == b'.':
+            return True
+    return False
+
+
 cdef inline int _scan_value(object v, int depth, bint keys) except -1:
     cdef double f
     if PyUnicode_CheckExact(v) or PyLong_CheckExact(v) or v is None or PyBool_Check(v):
@@ -1004,6 +1029,9 @@ cdef inline int _scan_value(object v, int depth, bint keys) except -1:
         return _scan(v, depth + 1, keys)
     if PyList_Check(v) or PyTuple_Check(v):
         return _scan(v, depth + 1, False)
+    if PyDateTime_CheckExact(v):
+        # PERF: the exact type's tzinfo read from the struct (a subclass may override the attribute)
+        return 0 if datetime_tzinfo(v) is None else SCAN_SLOW
     if PyDateTime_Check(v):
         return 0 if v.tzinfo is None else SCAN_SLOW
     if PyTime_Check(v):
