@@ -336,3 +336,46 @@ def test_async_concurrency_every_callback_once(hub, use_core, coll):
     assert all(r.success for r in got)
     stored = hub.events(coll)
     assert len(stored) == n_threads * per_thread and len({e["id"] for e in stored}) == len(stored)
+
+
+def test_buffered_mode_delivers_everything_and_returns_at_once(hub, use_core, coll, tmp_path):
+    connect.configure(project_id=PROJECT, api_key=KEY, base_url=hub.base, mode="buffered",
+                      buffer={"interval": 0.05, "spool_dir": str(tmp_path / "spool")})
+    other = coll + "-o"
+    assert connect.push(coll, {"n": 0}) is None
+    assert connect.push(coll, [{"n": i} for i in range(1, 1000)]) is None
+    assert connect.push({coll: [{"n": 1000}], other: [{"n": -1}, {"n": -2}]}) is None
+    assert connect.flush(30) is True
+    stored = hub.events(coll)
+    assert sorted(e["n"] for e in stored) == list(range(1001))
+    assert all(list(e)[:2] == ["id", "timestamp"] for e in stored)  # the Ruby rules, as in the other modes
+    assert sorted(e["n"] for e in hub.events(other)) == [-2, -1]
+    connect.reset()
+
+
+def test_buffered_mode_bad_event_raises_at_the_call_site_and_costs_nothing_else(hub, use_core, coll, tmp_path):
+    connect.configure(project_id=PROJECT, api_key=KEY, base_url=hub.base, mode="buffered",
+                      buffer={"interval": 0.05, "spool_dir": str(tmp_path / "spool")})
+    with pytest.raises(EventDataValidationError) as info:
+        connect.push(coll, [{"n": 1}, {"tp_bad": 2}, {"n": 3}])
+    assert info.value.index == 1
+    with pytest.raises(EventDataValidationError):
+        connect.push(coll, {"tp_x": 1})
+    assert connect.flush(30)
+    assert sorted(e["n"] for e in hub.events(coll)) == [1, 3]
+    connect.reset()
+
+
+def test_buffered_mode_endpoint_down_spools_everything_on_reset(use_core, tmp_path):
+    from eventpush.spool import Spool
+
+    spool = tmp_path / "spool"
+    connect.configure(project_id=PROJECT, api_key=KEY, base_url="http://127.0.0.1:9/connect", mode="buffered",
+                      retry=FAST_RETRY, buffer={"interval": 0.05, "spool_dir": str(spool)})
+    batcher = connect.ruby._client._batcher
+    connect.push("c", [{"n": i} for i in range(500)])
+    connect.reset()  # drains: delivered, rejected or spooled, never dropped
+    st = batcher.stats
+    assert st["delivered"] == 0 and st["spooled"] == 500 and st["dropped"] == 0
+    with Spool(str(spool)) as sp:
+        assert sp.pending()[1] == 500

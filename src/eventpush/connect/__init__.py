@@ -20,7 +20,7 @@ from .api import ConnectApi
 from .client import BufferedPusher, ConnectClient, Event
 from .exceptions import EventDataValidationError, EventTooLargeError, InvalidEventError, UnconfiguredError
 from .responses import EventPushResponse, PushBatchResponse, PushResponse, Respsonse
-from .ruby import AwaitableResponse, Configuration, DeferredResponse, configure, push, reset
+from .ruby import AwaitableResponse, Configuration, DeferredResponse, configure, flush, push, reset
 from .security import decrypt_filtered_key, encrypt_filtered_key, generate_filtered_key, generate_key_json
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "configure",
     "reset",
     "push",
+    "flush",
     "EventPushResponse",
     "DeferredResponse",
     "AwaitableResponse",

@@ -12,6 +12,10 @@ Modes
                  status), ``error_occured(cb)`` / ``error_occurred(cb)`` the transport error; callbacks run once
                  each on the sender thread (or at once when added after completion). No event loop needed.
     ``"await"``  returns an :class:`AwaitableResponse`: ``await push(...)`` inside asyncio gives the response.
+    ``"buffered"`` (eventpush) returns ``None`` at once: events are validated and encoded at the call site and go
+                 through a :class:`~eventpush.batcher.Batcher` (batched, retried, spooled to disk when they
+                 cannot be delivered: nothing is dropped silently); ``flush()`` waits for them, ``reset()`` /
+                 ``configure()`` drain them. ``buffer`` (a dict of Batcher options) tunes it.
 """
 
 from __future__ import annotations
@@ -32,18 +36,20 @@ from ._engine import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, SentBatches, encoder, lo
 from .exceptions import UnconfiguredError
 from .responses import EventPushResponse
 
-__all__ = ["Configuration", "configure", "reset", "push", "DeferredResponse", "AwaitableResponse", "MODES"]
+__all__ = ["Configuration", "configure", "reset", "push", "flush", "DeferredResponse", "AwaitableResponse", "MODES"]
 
 log = logging.getLogger("eventpush.connect")
 
-MODES = ("sync", "async", "await")
+MODES = ("sync", "async", "await", "buffered")
 
 
 class Configuration:
     """Settings of the module API (keyword-only): ``api_key``, ``project_id``, ``mode`` (``"sync"``,
     ``"async"`` or ``"await"``), ``base_url`` (path included), and beyond the gem ``retry``, ``timeout``
-    (seconds, connect and read; default 60), ``max_workers`` (concurrent requests in async / await mode) and
-    ``verify`` (TLS). ``async_ = True`` is the gem's ``async = true`` (``mode = "async"``)."""
+    (seconds, connect and read; default 60), ``max_workers`` (concurrent requests in async / await / buffered
+    mode), ``verify`` (TLS) and ``buffer`` (options of the Batcher behind ``mode = "buffered"``: ``interval``,
+    ``max_buffered``, ``overflow``, ``spool_dir``, ``on_error``, …). ``async_ = True`` is the gem's
+    ``async = true`` (``mode = "async"``)."""
 
     def __init__(
         self,
@@ -57,6 +63,7 @@ class Configuration:
         timeout: float = DEFAULT_TIMEOUT,
         max_workers: int = 2,
         verify: Any = True,
+        buffer: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.api_key = api_key
         self.project_id = project_id
@@ -66,6 +73,7 @@ class Configuration:
         self.timeout = timeout
         self.max_workers = max_workers
         self.verify = verify
+        self.buffer = buffer
         if async_ is not None:
             self.async_ = async_
 
@@ -201,13 +209,21 @@ class _Client:
             verify=config.verify,
         )
         self._executor: Optional[ThreadPoolExecutor] = None
-        if self.mode != "sync":
+        self._batcher: Any = None
+        if self.mode == "buffered":
+            from ..batcher import Batcher
+
+            self._batcher = Batcher(self._transport, CONNECT_RUBY, concurrency=max(1, config.max_workers),
+                                    **(config.buffer or {}))
+        elif self.mode != "sync":
             self._executor = ThreadPoolExecutor(max_workers=max(1, config.max_workers),
                                                 thread_name_prefix="eventpush-connect-rb")
         self._lock = threading.Lock()
         self._closed = False
 
     def push(self, collection_or_batches: Any, event_or_events: Any = None) -> Any:
+        if self._batcher is not None:
+            return self._push_buffered(collection_or_batches, event_or_events)
         enc = encoder(CONNECT_RUBY)
         first = collection_or_batches
         if isinstance(first, str) and not isinstance(event_or_events, list):
@@ -234,6 +250,45 @@ class _Client:
                 raise rb_error(errs[0])
             job = partial(self._send_batches, batches)
         return self._dispatch(job)
+
+    def _push_buffered(self, first: Any, event_or_events: Any) -> None:
+        """Buffered mode: every good event is queued; then the first bad one raises (its ``index`` names it)."""
+        if self._closed:
+            raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
+        b = self._batcher
+        if isinstance(first, str) and not isinstance(event_or_events, list):
+            try:
+                b.push(event_or_events, first)
+            except EventError as exc:
+                raise rb_error(exc) from None
+            return None
+        if isinstance(first, str):
+            groups: Any = {first: event_or_events}
+        elif isinstance(first, Mapping):
+            if event_or_events is not None:
+                raise TypeError("push({collection: [events]}) takes no second argument")
+            groups = first
+        else:
+            raise TypeError("push() takes a collection name (str) and an event or a list of events, or a "
+                            f"{{collection: [events]}} dict; got {type(first).__name__}")
+        bad: Optional[EventError] = None
+        for collection, events in groups.items():
+            if not isinstance(events, list):
+                raise TypeError(f"push(): the events of collection {collection!r} must be a list, "
+                                f"got {type(events).__name__}")
+            errors = b.push_many(events, collection)
+            if errors and bad is None:
+                bad = errors[0]
+        if bad is not None:
+            raise rb_error(bad)
+        return None
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Buffered mode: wait until every pushed event was delivered, rejected or spooled (True) or ``timeout``
+        passed (False). Other modes: wait for the in-flight pushes."""
+        if self._batcher is not None:
+            return bool(self._batcher.flush(timeout))
+        return True
 
     def _dispatch(self, job: Callable[[], EventPushResponse]) -> Any:
         if self.mode == "sync":
@@ -286,6 +341,8 @@ class _Client:
             if self._closed:
                 return
             self._closed = True
+        if self._batcher is not None:
+            self._batcher.close()  # delivers or spools what is buffered
         ex = self._executor
         if ex is not None:
             if threading.current_thread() in getattr(ex, "_threads", ()):
@@ -341,6 +398,14 @@ def reset() -> None:
         old, _client = _client, None
     if old is not None:
         old.close()
+
+
+def flush(timeout: Optional[float] = None) -> bool:
+    """In buffered mode, wait until every pushed event was delivered, rejected or spooled; True when done."""
+    client = _client
+    if client is None:
+        raise UnconfiguredError()
+    return client.flush(timeout)
 
 
 def push(collection_or_batches: Any, event_or_events: Any = None) -> Any:
