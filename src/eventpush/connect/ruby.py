@@ -1,4 +1,5 @@
-"""The Ruby gem's module API: ``configure(...)`` then ``push(...)`` in three modes (spec/connect.md §4).
+"""The Ruby gem's module API: ``configure(...)`` then ``push(...)`` in the gem's three modes and a buffered one
+(spec/connect.md §4).
 
 ``push(collection_or_batches, event_or_events=None)`` is a **batch** when the first argument is not a ``str`` or
 the second is a list: ``push("c", {...})`` → ``POST /events/c``; ``push("c", [{...}])`` → ``POST /events``
@@ -45,7 +46,7 @@ MODES = ("sync", "async", "await", "buffered")
 
 class Configuration:
     """Settings of the module API (keyword-only): ``api_key``, ``project_id``, ``mode`` (``"sync"``,
-    ``"async"`` or ``"await"``), ``base_url`` (path included), and beyond the gem ``retry``, ``timeout``
+    ``"async"``, ``"await"`` or ``"buffered"``), ``base_url`` (path included), and beyond the gem ``retry``, ``timeout``
     (seconds, connect and read; default 60), ``max_workers`` (concurrent requests in async / await / buffered
     mode), ``verify`` (TLS) and ``buffer`` (options of the Batcher behind ``mode = "buffered"``: ``interval``,
     ``max_buffered``, ``overflow``, ``spool_dir``, ``on_error``, …). ``async_ = True`` is the gem's
@@ -285,7 +286,7 @@ class _Client:
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Buffered mode: wait until every pushed event was delivered, rejected or spooled (True) or ``timeout``
-        passed (False). Other modes: wait for the in-flight pushes."""
+        passed (False). The other modes buffer nothing: True at once."""
         if self._batcher is not None:
             return bool(self._batcher.flush(timeout))
         return True
