@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -43,7 +42,7 @@ def test_pushes_files_and_reports_malformed_lines_without_stopping(server, tmp_p
 
 
 def test_stdin_all_good_exits_zero_with_connect_credentials(make_server, tmp_path):
-    from support import EventServer, Faults
+    from support import EventServer
 
     s = EventServer("collections", auth={"X-Project-Id": "p1", "X-Api-Key": "k1"}).start()
     try:

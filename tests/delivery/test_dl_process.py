@@ -18,7 +18,7 @@ from eventpush.batcher import Batcher
 from eventpush.errors import SpoolCorruptError
 from eventpush.spool import Spool
 
-from dl_helpers import FAST_RETRY, free_port_local
+from dl_helpers import FAST_RETRY
 
 KILLED_PUSHER = textwrap.dedent("""
     import sys

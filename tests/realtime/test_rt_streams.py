@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 
-import pytest
 import requests
 from websockets.sync.client import connect as ws_connect
 

@@ -13,7 +13,6 @@ string, serializes as the code with ``json``/``orjson``, and can be put into an 
 from __future__ import annotations
 
 import re
-import uuid as _uuid
 from enum import Enum
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple

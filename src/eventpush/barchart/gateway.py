@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
 import orjson
@@ -269,8 +269,10 @@ class EventGateway:
         except Exception as exc:  # closed under our feet (dispose raced) -> the same rejection as above
             if batch is not None:
                 batch.release()
-            return AwaitableFuture.failed(BarchartStateError(DISPOSED_MESSAGE) if self._disposed else
-                                          BarchartError(GENERAL_FAILURE_MESSAGE, _general(), None))
+            err = (BarchartStateError(DISPOSED_MESSAGE) if self._disposed else
+                   BarchartError(GENERAL_FAILURE_MESSAGE, _general(), None))
+            err.__cause__ = exc  # what actually went wrong stays visible in the traceback
+            return AwaitableFuture.failed(err)
         out = AwaitableFuture()
 
         def done(f: Any) -> None:

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("the amqp realtime backend needs aio-pika: pip install 'eventpush[amqp]'") from exc
 
 from ._base import BrokerUnavailableError, check_channel, check_consumer
-from .backends import Backend, Delivery, Subscription, _set_if_pending, register_backend
+from .backends import Backend, Delivery, Subscription, register_backend
 
 __all__ = ["AmqpBackend", "DEFAULT_URL"]
 

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Type
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional
 
 from ._base import check_channel, check_consumer
 
