@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 import sys
 from types import ModuleType
 from typing import Iterator
@@ -45,11 +44,7 @@ def core(request: pytest.FixtureRequest) -> ModuleType:
     return _CORE_C
 
 
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.net import free_port  # noqa: E402 - re-exported: `from tests.conftest import free_port` works too
 
 
 @pytest.fixture

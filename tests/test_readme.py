@@ -8,15 +8,14 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.net import free_port, stop_process, wait_port
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -44,32 +43,17 @@ class Hub:
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     tmp = tmp_path_factory.mktemp("readme-hub")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "eventpush", "serve", "--port", str(port), "--db", str(tmp / "hub.db"),
          "--log-level", "warning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "the hub exited"
-                assert time.monotonic() < deadline, "the hub did not start"
-                time.sleep(0.05)
+        wait_port(port, 30.0, proc)
         yield Hub(port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def run_python(code: str, tmp_path: Path) -> str:

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import orjson
 import pytest
+from support.net import free_port, stop_process, wait_port
 
 
 SERVER_ERROR_BODY = [
@@ -33,26 +34,6 @@ SERVER_ERROR_BODY = [
         "children": [],
     }
 ]
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: Optional[subprocess.Popen] = None, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 class Hub:
@@ -88,7 +69,7 @@ def start_hub(tmp: Path, *extra: str) -> Hub:
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     try:
-        _wait_port(port, proc)
+        wait_port(port, 20.0, proc)
     except BaseException:
         stop_process(proc)
         log.close()
@@ -98,14 +79,6 @@ def start_hub(tmp: Path, *extra: str) -> Hub:
     return Hub(port, db, proc)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.fixture(scope="module")

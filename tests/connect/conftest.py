@@ -21,12 +21,7 @@ PROJECT = "proj-c"
 KEY = "key-c"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.net import free_port as _free_port  # noqa: E402
 
 
 class HubProc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 _TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -17,8 +16,6 @@ from eventpush.transport import Retry  # noqa: E402
 FAST_RETRY = Retry(attempts=6, backoff=0.005, backoff_max=0.05, total=20.0)
 
 
-def free_port_local() -> int:
-    """A port nobody listens on (bound and released a moment ago)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.net import free_port as free_port_local  # noqa: E402 - a port nobody listens on
+
+__all__ = ["FAST_RETRY", "free_port_local"]

@@ -17,10 +17,7 @@ KEY = "key-1"
 AUTH = {"X-Project-Id": PROJECT, "X-Api-Key": KEY, "Content-Type": "application/json"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support.net import free_port as _free_port  # noqa: E402
 
 
 class Response:

@@ -13,24 +13,12 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from tests.conftest import free_port
+from support.net import free_port, wait_port
 
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 RABBIT_URL = f"amqp://guest:guest@{RABBIT_HOST}:{RABBIT_PORT}/"
 
 
-def wait_port(port: int, timeout: float = 15.0, proc: "subprocess.Popen | None" = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read() if proc.stdout else ""
-            raise RuntimeError(f"server exited with {proc.returncode}: {out}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
 class ThreadServer:
@@ -175,18 +163,3 @@ def hub(spawn: Callable[..., ProcServer], tmp_path: Any) -> Callable[..., ProcSe
         return spawn(cmd=hub_cmd(port, tmp_path, *extra), port=port)
 
     return start
-
-
-def open_queue(channel_url: str, consumer: str, timeout: float = 15.0) -> None:
-    """Make sure the queue ``consumer@channel`` exists on a server we cannot inspect: an SSE response starts (its
-    opening comment) only after the subscription was made; the queue then outlives it by queue_ttl."""
-    import requests
-
-    with requests.get(channel_url, params={"cid": consumer}, headers={"Accept": "text/event-stream"}, stream=True,
-                      timeout=timeout) as r:
-        assert r.status_code == 200, r.status_code
-        buf = b""
-        for chunk in r.iter_content(chunk_size=None):
-            buf += chunk
-            if b"\n\n" in buf:
-                return

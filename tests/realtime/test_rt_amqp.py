@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from eventpush.realtime import AsyncProducer, Dispatcher, Producer
-from tests.realtime.conftest import open_queue
+from support.push import open_queue
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.realtime.conftest import open_queue
+from support.push import open_queue
 
 
 

@@ -24,8 +24,8 @@ from eventpush.realtime import (
     configure,
     default_backend,
 )
-from tests.conftest import free_port
-from tests.realtime.conftest import open_queue
+from support.net import free_port
+from support.push import open_queue
 
 
 def test_default_backend_and_message_forms():
