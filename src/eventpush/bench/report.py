@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .display import fmt_int, fmt_ms
 
@@ -75,6 +75,18 @@ def _fmt_value(v: float) -> str:
     return f"{v:.3g}"
 
 
+def _svg_open(name: str, title: str, ticks: Sequence[float], fy: Callable[[float], float]) -> List[str]:
+    """The opening of a plot: the ``<svg>`` element, its title, and the horizontal grid lines with their labels."""
+    out = [f'<svg class="plot" data-plot="{_e(name)}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+           f'viewBox="0 0 {W} {H}" role="img" aria-label="{_e(title)}">',
+           f'<text x="{ML}" y="18" font-weight="600">{_e(title)}</text>']
+    for t in ticks:
+        y = fy(t)
+        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>')
+        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    return out
+
+
 def line_chart(
     name: str,
     title: str,
@@ -111,13 +123,7 @@ def line_chart(
     def fx(x: float) -> float:
         return ML + (W - ML - MR) * (x - x0) / (x1 - x0)
 
-    out = [f'<svg class="plot" data-plot="{_e(name)}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'viewBox="0 0 {W} {H}" role="img" aria-label="{_e(title)}">',
-           f'<text x="{ML}" y="18" font-weight="600">{_e(title)}</text>']
-    for t in ticks:
-        y = fy(t)
-        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>')
-        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    out = _svg_open(name, title, ticks, fy)
     for t in _nice_ticks(x0, x1, 8):
         if x0 <= t <= x1:
             x = fx(t)
@@ -161,13 +167,7 @@ def bar_chart(name: str, title: str, bars: Sequence[Tuple[str, float]], *, y_lab
     def fy(v: float) -> float:
         return MT + (H - MT - MB) * (1 - v / top)
 
-    out = [f'<svg class="plot" data-plot="{_e(name)}" xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'viewBox="0 0 {W} {H}" role="img" aria-label="{_e(title)}">',
-           f'<text x="{ML}" y="18" font-weight="600">{_e(title)}</text>']
-    for t in ticks:
-        y = fy(t)
-        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e6e6e6"/>')
-        out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{_fmt_tick(t)}</text>')
+    out = _svg_open(name, title, ticks, fy)
     n = max(1, len(bars))
     slot = (W - ML - MR) / n
     for i, (label, v) in enumerate(bars):
