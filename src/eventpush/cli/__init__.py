@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 SUBCOMMANDS = ("serve", "push", "bench", "publish", "subscribe")
 
@@ -33,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(subparsers)
     return parser
+
+
+def run_one(name: str, register: Callable[[Any], None], argv: Optional[List[str]] = None) -> int:
+    """``python -m eventpush.cli.<name> …``: one subcommand without loading the others."""
+    parser = argparse.ArgumentParser(prog="eventpush")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args([name] + list(sys.argv[1:] if argv is None else argv))
+    return int(args.func(args) or 0)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -394,11 +394,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """``python -m eventpush.cli.push …``: the same as ``eventpush push …``."""
-    parser = argparse.ArgumentParser(prog="eventpush")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["push"] + list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args) or 0)
+    from . import run_one
+
+    return run_one("push", register, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

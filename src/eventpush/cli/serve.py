@@ -123,11 +123,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: "list[str] | None" = None) -> int:
     """``python -m eventpush.cli.serve …``: the same as ``eventpush serve …`` without loading the other subcommands
     (or the encoder core)."""
-    parser = argparse.ArgumentParser(prog="eventpush serve")
-    sub = parser.add_subparsers(dest="command")
-    register(sub)
-    args = parser.parse_args(["serve"] + list(sys.argv[1:] if argv is None else argv))
-    return int(args.func(args) or 0)
+    from . import run_one
+
+    return run_one("serve", register, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
