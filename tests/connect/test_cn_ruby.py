@@ -361,6 +361,9 @@ def test_buffered_mode_bad_event_raises_at_the_call_site_and_costs_nothing_else(
     assert info.value.index == 1
     with pytest.raises(EventDataValidationError):
         connect.push(coll, {"tp_x": 1})
+    with pytest.raises(EventTypeError) as info:  # the same error as in the other modes
+        connect.push({coll: {"n": 4}})
+    assert info.value.collection == coll and str(info.value.message) == "Events must be a list of dict objects"
     assert connect.flush(30)
     assert sorted(e["n"] for e in hub.events(coll)) == [1, 3]
     connect.reset()

@@ -31,9 +31,10 @@ from typing import Any, Callable, Dict, Generator, List, Mapping, Optional
 import orjson
 
 from ..dialects import CONNECT_RUBY
-from ..errors import ClosedError, EventError
+from ..errors import ClosedError, EventError, EventTypeError
 from ..transport import Limits, Retry, Timeout, Transport
-from ._engine import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, SentBatches, encoder, loads_or_none, rb_error, single_path
+from ._engine import (DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MSG_NOT_LIST, SentBatches, encoder, loads_or_none, rb_error,
+                      single_path)
 from .exceptions import UnconfiguredError
 from .responses import EventPushResponse
 
@@ -234,17 +235,8 @@ class _Client:
                 raise rb_error(exc) from None
             job = partial(self._send_single, first, body)
         else:
-            if isinstance(first, str):
-                batch_in: Any = {first: event_or_events}
-            elif isinstance(first, Mapping):
-                if event_or_events is not None:
-                    raise TypeError("push({collection: [events]}) takes no second argument")
-                batch_in = first if isinstance(first, dict) else dict(first)
-            else:
-                raise TypeError("push() takes a collection name (str) and an event or a list of events, or a "
-                                f"{{collection: [events]}} dict; got {type(first).__name__}")
             try:
-                batches, errs = enc.encode_batch(batch_in)
+                batches, errs = enc.encode_batch(_as_batch(first, event_or_events))
             except EventError as exc:
                 raise rb_error(exc) from None
             if errs:
@@ -263,20 +255,10 @@ class _Client:
             except EventError as exc:
                 raise rb_error(exc) from None
             return None
-        if isinstance(first, str):
-            groups: Any = {first: event_or_events}
-        elif isinstance(first, Mapping):
-            if event_or_events is not None:
-                raise TypeError("push({collection: [events]}) takes no second argument")
-            groups = first
-        else:
-            raise TypeError("push() takes a collection name (str) and an event or a list of events, or a "
-                            f"{{collection: [events]}} dict; got {type(first).__name__}")
         bad: Optional[EventError] = None
-        for collection, events in groups.items():
-            if not isinstance(events, list):
-                raise TypeError(f"push(): the events of collection {collection!r} must be a list, "
-                                f"got {type(events).__name__}")
+        for collection, events in _as_batch(first, event_or_events).items():
+            if not isinstance(events, list):  # as the encoder says it in the other modes
+                raise rb_error(EventTypeError(MSG_NOT_LIST, collection=collection))
             errors = b.push_many(events, collection)
             if errors and bad is None:
                 bad = errors[0]
@@ -357,6 +339,18 @@ class _Client:
         assert self._executor is not None
         self._executor.shutdown(wait=True)
         self._transport.close()
+
+
+def _as_batch(first: Any, event_or_events: Any) -> Dict[Any, Any]:
+    """``push("c", [events])`` or ``push({c: [events]})`` as one ``{collection: events}`` dict."""
+    if isinstance(first, str):
+        return {first: event_or_events}
+    if isinstance(first, Mapping):
+        if event_or_events is not None:
+            raise TypeError("push({collection: [events]}) takes no second argument")
+        return first if isinstance(first, dict) else dict(first)
+    raise TypeError("push() takes a collection name (str) and an event or a list of events, or a "
+                    f"{{collection: [events]}} dict; got {type(first).__name__}")
 
 
 def _run_deferred(job: Callable[[], EventPushResponse], deferred: DeferredResponse) -> None:
