@@ -12,12 +12,11 @@ import orjson
 from .. import _impl
 from .. import errors as _errors
 from ..dialects import Dialect
+from .._core_py import MSG_NOT_DICT, MSG_NOT_LIST  # the encoder's own messages (the compiled core uses them too)
 from .exceptions import EventDataValidationError, EventTooLargeError, InvalidEventError
 
 __all__: List[str] = []
 
-MSG_NOT_DICT = "Event must be a dict object"
-MSG_NOT_LIST = "Events must be a list of dict objects"
 DEFAULT_BASE_URL = "https://api.getconnect.io"
 DEFAULT_TIMEOUT = 60.0
 
