@@ -16,19 +16,14 @@ from typing import Iterator
 
 import pytest
 from support.net import free_port, stop_process, wait_port
+from support.readme import blocks
+from support.readme import section as readme_section
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def section(title: str) -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("\n## " + title)
-    end = text.find("\n## ", start + 4)
-    return text[start:] if end < 0 else text[start:end]
-
-
-def blocks(text: str, lang: str) -> list:
-    return re.findall(r"```" + lang + r"\n(.*?)```", text, re.S)
+    return readme_section(README.read_text(encoding="utf-8"), title)
 
 
 class Hub:

@@ -6,12 +6,12 @@ in test_bc_gateway.py), so nothing leaves the machine."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 
 from eventpush.barchart import EventGateway
+from support.readme import blocks, section
 
 HERE = Path(__file__).resolve().parent
 SECTION = HERE / "README_barchart.md"
@@ -24,14 +24,8 @@ def sources():
     if root.exists():
         text = root.read_text(encoding="utf-8")
         if TITLE in text:
-            section = text[text.index(TITLE):]
-            nxt = re.search(r"\n## (?!#)", section[len(TITLE):])
-            found.append((str(root), section[: len(TITLE) + nxt.start()] if nxt else section))
+            found.append((str(root), section(text, TITLE[3:])))
     return found
-
-
-def blocks(text):
-    return re.findall(r"```python\n(.*?)```", text, re.S)
 
 
 @pytest.mark.parametrize("source", sources(), ids=lambda s: Path(s[0]).name)
