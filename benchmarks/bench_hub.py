@@ -92,15 +92,17 @@ class Hub:
             self.proc.wait()
 
 
-def make_bodies(n_events: int, batch: int) -> "list[bytes]":
-    """Connect batch bodies ``{"bench": [events]}`` with unique ids."""
+def make_bodies(n_events: int, batch: int, ids: str = "uuid") -> "list[bytes]":
+    """Connect batch bodies ``{"bench": [events]}`` with unique ids: random ``uuid4`` strings (what every Connect
+    client stamps; each lands on a random page of the hub's unique index) or ``sequential`` ones (``run-N``)."""
     run = uuid.uuid4().hex[:12]
     ts = "2026-01-01T00:00:00.000Z"
     bodies = []
     for start in range(0, n_events, batch):
         events = [
-            b'{"id":"%s-%d","timestamp":"%s","user":"user-%d","action":"click","value":12.5,'
-            b'"props":{"page":"/home","ref":"search","ab":[1,2,3]}}' % (run.encode(), i, ts.encode(), i % 1000)
+            b'{"id":"%s","timestamp":"%s","user":"user-%d","action":"click","value":12.5,'
+            b'"props":{"page":"/home","ref":"search","ab":[1,2,3]}}'
+            % ((str(uuid.uuid4()) if ids == "uuid" else f"{run}-{i}").encode(), ts.encode(), i % 1000)
             for i in range(start, min(start + batch, n_events))
         ]
         bodies.append(b'{"bench":[' + b",".join(events) + b"]}")
@@ -156,13 +158,15 @@ def main() -> int:
     ap.add_argument("--sizes", default="500,5000", help="batch sizes (default 500,5000)")
     ap.add_argument("--modes", default="sqlite,sink", help="hub modes (default sqlite,sink)")
     ap.add_argument("--workers", type=int, default=1, help="hub worker processes (default 1)")
+    ap.add_argument("--ids", choices=("uuid", "sequential"), default="uuid",
+                    help="event ids: random uuid4 strings as clients stamp them (default), or sequential")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     import uvicorn
 
     print(f"python {sys.version.split()[0]}, orjson {orjson.__version__}, urllib3 {urllib3.__version__}, "
           f"uvicorn {uvicorn.__version__}, sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs; "
-          f"{args.events:,} events per run, {args.threads} client threads, {args.workers} hub worker(s); "
+          f"{args.events:,} events per run ({args.ids} ids), {args.threads} client threads, {args.workers} hub worker(s); "
           f"load average {os.getloadavg()[0]:.2f} at start")
     print(f"{'mode':8} {'batch':>6} {'events/s':>12} {'hub CPU s/M events':>20} {'hub CPU util':>13}")
     rows = []
@@ -174,9 +178,9 @@ def main() -> int:
             extra += ["--workers", str(args.workers)]
             hub = Hub(*extra)
             try:
-                warm = make_bodies(min(20_000, size * 4), size)
+                warm = make_bodies(min(20_000, size * 4), size, args.ids)
                 push(hub.port, warm, args.threads)
-                bodies = make_bodies(args.events, size)
+                bodies = make_bodies(args.events, size, args.ids)
                 c0 = cpu_seconds(hub.proc.pid)
                 elapsed, acked = push(hub.port, bodies, args.threads)
                 cpu = cpu_seconds(hub.proc.pid) - c0

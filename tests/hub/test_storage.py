@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import threading
+import uuid
 
 import pytest
 
 from eventpush.errors import ClosedError
+from eventpush.hub import storage
 from eventpush.hub.storage import SQLiteStorage
 
 
@@ -79,3 +83,84 @@ def test_failed_transaction_rolls_back_everything(tmp_path):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT eid FROM events ORDER BY rowid").fetchall() == [("1",), ("ok",)]
         assert conn.execute("SELECT count(*) FROM collections WHERE name = 'new-coll'").fetchone()[0] == 1
+
+
+def test_group_commit_keeps_each_request_all_or_nothing(tmp_path):
+    """Requests that queue up while the writer is busy share one transaction; their results are what they would
+    be one after the other, and a request that fails inside a group fails alone."""
+    db = str(tmp_path / "g.db")
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        await st.insert("connect", "p", [("c", ["0"], [b'{"id":"0"}'])])
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.eid = 'bad' "
+                         "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        before = st.transactions
+        gate = threading.Event()
+        st._writer.submit(gate.wait)  # the writer is busy: the next requests queue up behind it
+        tasks = [
+            asyncio.ensure_future(st.insert("connect", "p", [("c", ["1", "2"], [b'{"id":"1"}', b'{"id":"2"}'])])),
+            asyncio.ensure_future(st.insert("connect", "p", [("c", ["2", "3", "0"], [b'{"id":"2","n":2}',
+                                                                                  b'{"id":"3"}', b'{"id":"0"}'])])),
+            asyncio.ensure_future(st.insert("connect", "p", [("c", ["4", "bad"], [b'{"id":"4"}', b'{"id":"bad"}'])])),
+            asyncio.ensure_future(st.insert("connect", "p", [("d", ["1"], [b'{"id":"1"}'])])),
+        ]
+        await asyncio.sleep(0.05)
+        assert st.transactions == before  # nothing committed while the writer was held
+        gate.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert results[0] == [] and results[1] == [0, 2] and results[3] == []
+        assert isinstance(results[2], sqlite3.DatabaseError) and "refused" in str(results[2])
+        # the grouped transaction failed on 'bad', so the three good requests were committed one by one
+        assert st.transactions == before + 3
+        # without a failing request, the queued requests share one transaction
+        gate.clear()
+        st._writer.submit(gate.wait)
+        tasks = [asyncio.ensure_future(st.insert("connect", "p", [("e", [str(i)], [b'{"id":"%d"}' % i])]))
+                 for i in range(10)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.gather(*tasks) == [[]] * 10
+        assert st.transactions == before + 4
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
+                            "ORDER BY e.rowid").fetchall()
+    assert rows[:5] == [("c", "0", '{"id":"0"}'), ("c", "1", '{"id":"1"}'), ("c", "2", '{"id":"2"}'),
+                        ("c", "3", '{"id":"3"}'), ("d", "1", '{"id":"1"}')]
+    assert rows[5:] == [("e", str(i), '{"id":"%d"}' % i) for i in range(10)]  # nothing of the failed request
+
+
+def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
+    """The writer does not checkpoint; the background checkpoint keeps the WAL bounded under continuous writes
+    (restarting it past the cap) and every committed row is in the database."""
+    monkeypatch.setattr(storage, "_WAL_RESTART_BYTES", 1 << 20)
+    db = str(tmp_path / "w.db")
+    body = b'{"id":"%s","pad":"' + b"x" * 400 + b'"}'
+    wal_sizes = []
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        n = 0
+        for _ in range(60):  # ~60 x 500 x 430 bytes: ~13 MB of rows, plus the index
+            ids = [str(uuid.uuid4()) for _ in range(500)]
+            await st.insert("connect", "p", [("c", ids, [body % i.encode() for i in ids])])
+            n += 500
+            wal_sizes.append(os.stat(db + "-wal").st_size)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)
+        assert st.checkpoints > 0
+        await st.close()
+        assert not os.path.exists(db + "-wal") or os.stat(db + "-wal").st_size == 0
+
+    asyncio.run(main())
+    # without checkpoints the WAL would hold every page written: well over 13 MB
+    assert max(wal_sizes) < 12 << 20, wal_sizes
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 30_000
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -6,9 +6,14 @@ Schema (one file, shared by every worker process)::
     events(cid INTEGER, eid TEXT, body TEXT)      -- body: the event as compact JSON, as stored
     UNIQUE INDEX events_cid_eid ON events(cid, eid)   -- duplicate detection: (api, project, collection, id)
 
-Every request is one ``BEGIN IMMEDIATE … COMMIT`` transaction run on one dedicated writer thread per process,
-with one ``INSERT … SELECT … FROM json_each(?)`` per collection (executemany when SQLite lacks JSON1),
-so the event loop never waits on SQLite and the handler answers only after the commit returned. ``BEGIN
+Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per
+collection (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers
+only after the commit of its request returned. Group commit: the requests that queue up while a transaction runs
+go into the next one together (``BEGIN IMMEDIATE … COMMIT``), each request still all or nothing: when a grouped
+transaction fails it is rolled back and its requests are committed one by one, so only the failing request sees
+the error. Event ids are random (uuid4), so every insert lands on a random page of the unique index, and a commit
+writes each page it touched to the WAL: one commit for several requests writes a page touched by all of them
+once, not once per request. ``BEGIN
 IMMEDIATE`` takes SQLite's write lock up front, so with ``--workers N`` the other processes wait (``busy_timeout``)
 instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection ``"events"``, with
 the id ``"{batch}/{sequence}"``.
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ClosedError
 
@@ -49,6 +56,41 @@ _INSERT = "INSERT OR IGNORE INTO events (cid, eid, body) VALUES (?, ?, ?)"
 # Every stored Connect event has its string id at the root (validated or stamped); Barchart ids are batch/sequence.
 _INSERT_JSON_ID = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, json_extract(value, '$.id'), value FROM json_each(?)"
 _INSERT_JSON_SEQ = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, ? || '/' || key, value FROM json_each(?)"
+
+
+#: Past this WAL size the background checkpoint restarts the WAL (it waits for the running transaction).
+_WAL_RESTART_BYTES = 64 << 20
+
+#: A group commit takes pending requests until it holds this many events (at least one request).
+_GROUP_EVENTS = 25_000
+
+
+class _Write:
+    """One request's insert, queued for the writer thread."""
+
+    __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error")
+
+    def __init__(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str],
+                 future: "asyncio.Future[List[int]]") -> None:
+        self.api = api
+        self.project = project
+        self.groups = groups
+        self.seq_ids = seq_ids
+        self.size = sum(len(eids) for _, eids, _ in groups)
+        self.future = future
+        self.dups: List[int] = []
+        self.error: Optional[BaseException] = None
+
+
+def _resolve(writes: List[_Write]) -> None:
+    """On the event loop: hand each request its result (a request whose handler was cancelled is skipped)."""
+    for w in writes:
+        if w.future.cancelled():
+            continue
+        if w.error is not None:
+            w.future.set_exception(w.error)
+        else:
+            w.future.set_result(w.dups)
 
 
 def _has_json(conn: sqlite3.Connection) -> bool:
@@ -142,6 +184,14 @@ class SQLiteStorage(Storage):
         self._cids: Dict[Tuple[str, str, str], int] = {}  # writer thread only
         self._closed = False
         self._json = False
+        self._lock = threading.Lock()
+        self._pending: Deque[_Write] = deque()
+        self._draining = False
+        #: committed transactions (a transaction holds one or more requests: group commit)
+        self.transactions = 0
+        self.checkpoints = 0
+        self._checkpointer: Optional[threading.Thread] = None
+        self._checkpoint_wake = threading.Event()
 
     def _open(self) -> None:
         conn = _connect(self.path, self.busy_timeout, self.synchronous)
@@ -157,21 +207,66 @@ class SQLiteStorage(Storage):
             self._reader = self._writer  # a second connection would open a different, empty database
         else:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="eventpush-hub-reader", initializer=self._open)
+            # the writer no longer checkpoints on commit (see _create_schema): this thread does
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="eventpush-hub-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy committed WAL frames into the database file in the background.
+
+        With SQLite's automatic checkpoint, the commit that crosses 1,000 WAL pages copies them and syncs the
+        database file before its request can be answered; under a steady stream of random-id inserts that was
+        half of the writer's time. Here a checkpoint (``PASSIVE``: it never blocks the writer) follows commits on
+        its own connection. A passive checkpoint cannot restart a WAL that keeps growing under continuous writes,
+        so past ``_WAL_RESTART_BYTES`` a ``RESTART`` checkpoint waits for the current transaction and lets the
+        next one write the WAL from its start again."""
+        try:
+            conn = _connect(self.path, self.busy_timeout, self.synchronous)
+        except sqlite3.Error:  # pragma: no cover - the writer opened the same file a moment ago
+            log.exception("cannot open the checkpoint connection; the WAL is checkpointed on close only")
+            return
+        wal = self.path + "-wal"
+        wake = self._checkpoint_wake
+        try:
+            while True:
+                wake.wait(1.0)
+                wake.clear()
+                if self._closed:
+                    return
+                try:
+                    size = os.stat(wal).st_size
+                except OSError:
+                    continue
+                mode = "RESTART" if size > _WAL_RESTART_BYTES else "PASSIVE"
+                try:
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                except sqlite3.Error as exc:  # busy (another worker checkpoints) or a transient failure: next time
+                    log.debug("WAL checkpoint (%s) failed: %s", mode, exc)
+                self.checkpoints += 1
+        finally:
+            conn.close()
 
     def _create_schema(self) -> None:
         for stmt in _SCHEMA:
             self._local.conn.execute(stmt)
+        if self.path != ":memory:":
+            self._local.conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_loop does it
         self._json = _has_json(self._local.conn)
         if not self._json:
             log.info("SQLite %s without JSON1: inserting with executemany", sqlite3.sqlite_version)
 
     async def close(self) -> None:
         """Finish queued writes, then close every connection."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         for ex in {id(e): e for e in (self._writer, self._reader) if e is not None}.values():
             await asyncio.get_running_loop().run_in_executor(None, ex.shutdown, True)
+        if self._checkpointer is not None:
+            self._checkpoint_wake.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
         for conn in self._conns:
             try:
                 conn.close()
@@ -179,13 +274,62 @@ class SQLiteStorage(Storage):
                 log.exception("closing the database failed")
 
     async def insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
-        """Store ``groups`` in one transaction; returns the positions of duplicates. ``seq_ids``: the events'
-        ids are ``"{seq_ids}/{position}"`` (Barchart), else each event's root ``id``."""
-        if self._writer is None or self._closed:
-            raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writer, self._insert, api, project, groups, seq_ids
-        )
+        """Store ``groups`` atomically; returns the positions of duplicates. ``seq_ids``: the events' ids are
+        ``"{seq_ids}/{position}"`` (Barchart), else each event's root ``id``. Returns after the commit."""
+        loop = asyncio.get_running_loop()
+        write = _Write(api, project, groups, seq_ids, loop.create_future())
+        with self._lock:
+            if self._writer is None or self._closed:
+                raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
+            self._pending.append(write)
+            if not self._draining:
+                self._draining = True
+                self._writer.submit(self._drain)
+        return await write.future
+
+    def _drain(self) -> None:
+        """Writer thread: commit what is pending, a group of requests per transaction, until nothing is left."""
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._draining = False
+                    return
+                group = [self._pending.popleft()]
+                n = group[0].size
+                while self._pending and n < _GROUP_EVENTS:
+                    n += self._pending[0].size
+                    group.append(self._pending.popleft())
+            try:
+                self._commit(group)
+            except BaseException as exc:  # one request alone failed: it gets the error, nobody else is involved
+                group[0].error = exc
+            # one wake-up of the event loop per group
+            by_loop: Dict[asyncio.AbstractEventLoop, List[_Write]] = {}
+            for w in group:
+                by_loop.setdefault(w.future.get_loop(), []).append(w)
+            for loop, writes in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_resolve, writes)
+                except RuntimeError:  # pragma: no cover - that loop is closed: nobody waits for these results
+                    pass
+
+    def _commit(self, group: List["_Write"]) -> None:
+        """Group commit: every request of ``group`` in one transaction (one WAL write and one sync for all).
+        When the transaction fails, it is rolled back and each request is retried alone, so that only the
+        request that fails sees the error."""
+        if len(group) > 1:
+            try:
+                self._transaction(group)
+                return
+            except Exception:
+                log.warning("a grouped transaction of %d requests failed; committing them one by one", len(group))
+            for w in group:
+                try:
+                    self._transaction([w])
+                except Exception as exc:
+                    w.error = exc
+            return
+        self._transaction(group)
 
     def _cid(self, conn: sqlite3.Connection, key: Tuple[str, str, str]) -> int:
         cid = self._cids.get(key)
@@ -197,45 +341,12 @@ class SQLiteStorage(Storage):
             self._cids[key] = cid
         return cid
 
-    def _insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
+    def _transaction(self, writes: List["_Write"]) -> None:
         conn: sqlite3.Connection = self._local.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            cids = [self._cid(conn, (api, project, coll)) for coll, _, _ in groups]
-            n = sum(len(eids) for _, eids, _ in groups)
-            # With the write lock held, every row this transaction inserts gets a rowid above the current maximum.
-            before = conn.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0
-            # json_extract() cuts a text at U+0000: such ids (rare, legal) go through executemany.
-            if self._json and (seq_ids is not None or not any("\x00" in "".join(e) for _, e, _ in groups)):
-                inserted_n = 0
-                for cid, (_, eids, bodies) in zip(cids, groups):
-                    array = b"[" + b",".join(bodies) + b"]"
-                    if seq_ids:
-                        cur = conn.execute(_INSERT_JSON_SEQ, (cid, seq_ids, array.decode()))
-                    else:
-                        cur = conn.execute(_INSERT_JSON_ID, (cid, array.decode()))
-                    inserted_n += cur.rowcount
-            else:
-                # rows stream from generators (no row list)
-                cur = conn.executemany(
-                    _INSERT,
-                    (
-                        row
-                        for cid, (_, eids, bodies) in zip(cids, groups)
-                        for row in zip(repeat(cid), eids, [b.decode() for b in bodies])
-                    ),
-                )
-                inserted_n = cur.rowcount
-            dups: List[int] = []
-            if inserted_n != n:
-                # Slow path (only when something was a duplicate): which rows did this transaction insert?
-                inserted = set(conn.execute("SELECT cid, eid FROM events WHERE rowid > ?", (before,)))
-                pos = 0
-                for cid, (_, eids, _) in zip(cids, groups):
-                    for eid in eids:
-                        if (cid, eid) not in inserted:
-                            dups.append(pos)
-                        pos += 1
+            for w in writes:
+                w.dups = self._insert(conn, w.api, w.project, w.groups, w.seq_ids)
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -244,18 +355,60 @@ class SQLiteStorage(Storage):
                 pass
             self._cids.clear()  # a rolled-back collection row must not stay cached
             raise
+        self.transactions += 1
+        self._checkpoint_wake.set()
         publish = self.publish
         if publish is not None:
-            skip = set(dups)
+            for w in writes:
+                skip = set(w.dups)
+                pos = 0
+                try:
+                    for coll, _, bodies in w.groups:
+                        for body in bodies:
+                            if pos not in skip:
+                                publish(w.api, coll, body)
+                            pos += 1
+                except Exception:  # the events are committed: a realtime failure must not fail the request
+                    log.exception("realtime publish failed after commit (api %s)", w.api)
+
+    def _insert(self, conn: sqlite3.Connection, api: str, project: str, groups: Sequence[Group],
+                seq_ids: Optional[str]) -> List[int]:
+        """One request's rows, inside the open transaction; returns the positions of its duplicates."""
+        cids = [self._cid(conn, (api, project, coll)) for coll, _, _ in groups]
+        n = sum(len(eids) for _, eids, _ in groups)
+        # With the write lock held, every row inserted from here on gets a rowid above the current maximum.
+        before = conn.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0
+        # json_extract() cuts a text at U+0000: such ids (rare, legal) go through executemany.
+        if self._json and (seq_ids is not None or not any("\x00" in "".join(e) for _, e, _ in groups)):
+            inserted_n = 0
+            for cid, (_, eids, bodies) in zip(cids, groups):
+                array = b"[" + b",".join(bodies) + b"]"
+                if seq_ids:
+                    cur = conn.execute(_INSERT_JSON_SEQ, (cid, seq_ids, array.decode()))
+                else:
+                    cur = conn.execute(_INSERT_JSON_ID, (cid, array.decode()))
+                inserted_n += cur.rowcount
+        else:
+            # rows stream from generators (no row list)
+            cur = conn.executemany(
+                _INSERT,
+                (
+                    row
+                    for cid, (_, eids, bodies) in zip(cids, groups)
+                    for row in zip(repeat(cid), eids, [b.decode() for b in bodies])
+                ),
+            )
+            inserted_n = cur.rowcount
+        dups: List[int] = []
+        if inserted_n != n:
+            # Slow path (only when something was a duplicate): which rows did this request insert?
+            inserted = set(conn.execute("SELECT cid, eid FROM events WHERE rowid > ?", (before,)))
             pos = 0
-            try:
-                for coll, _, bodies in groups:
-                    for body in bodies:
-                        if pos not in skip:
-                            publish(api, coll, body)
-                        pos += 1
-            except Exception:  # the events are committed: a realtime failure must not fail the request
-                log.exception("realtime publish failed after commit (api %s)", api)
+            for cid, (_, eids, _) in zip(cids, groups):
+                for eid in eids:
+                    if (cid, eid) not in inserted:
+                        dups.append(pos)
+                    pos += 1
         return dups
 
     async def recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:
