@@ -2,8 +2,10 @@
 """Compiled encoder core (see ``_core.pyi`` for the contract; ``_core_py.py`` is the pure-Python twin).
 
 Hot paths are typed C: the batch buffers, the random pool and UUID formatting, time formatting, the connect key
-checks, and the Barchart writer, which writes whole events without building a dict. orjson is called once per
-event for the Connect and "none" rules. Every error path delegates to the twin's functions, so messages, fields
+checks, and two writers: the Barchart writer, which writes whole events without building a dict, and the Connect
+writer, which validates and writes an event in one walk, byte for byte what orjson writes (strings, 64-bit ints,
+floats in orjson's spelling of the shortest repr, naive datetimes, nested dicts, lists and tuples). Whatever it
+does not handle itself goes to the scan + one orjson call per event, as do the Ruby-style and "none" rules. Every error path delegates to the twin's functions, so messages, fields
 and error dicts are the twin's by construction; the differential tests check the bytes.
 """
 
@@ -15,8 +17,15 @@ from cpython.datetime cimport (
     PyDateTime_Check,
     PyDateTime_CheckExact,
     PyTime_Check,
+    datetime_day,
+    datetime_hour,
+    datetime_microsecond,
+    datetime_minute,
+    datetime_month,
     datetime_new,
+    datetime_second,
     datetime_tzinfo,
+    datetime_year,
     import_datetime,
 )
 from cpython.dict cimport PyDict_Check, PyDict_Contains, PyDict_GetItem, PyDict_Next, PyDict_SetItem
@@ -27,8 +36,8 @@ from cpython.object cimport PyObject
 from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
-from libc.math cimport isfinite
-from libc.string cimport memchr, memcpy
+from libc.math cimport frexp, isfinite, ldexp, llround
+from libc.string cimport memchr, memcpy, strlen
 
 import os
 
@@ -51,6 +60,11 @@ cdef extern from "Python.h":
     bint PyBool_Check(object o)
     bint PyFloat_Check(object o)
     double PyFloat_AS_DOUBLE(object o)
+    bint PyFloat_CheckExact(object o)
+    bint PyDict_CheckExact(object o)
+    bint PyTuple_CheckExact(object o)
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except? NULL
+    int Py_DTSF_ADD_DOT_0
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
     size_t PY_VECTORCALL_ARGUMENTS_OFFSET
     void PyErr_Clear()
@@ -212,31 +226,51 @@ cdef int _write_ll(_Buf buf, long long v) except -1:
     return 0
 
 
-cdef int _write_json_str(_Buf buf, object s) except -1:
+cdef unsigned char _ESC[256]   # 1 for the bytes a JSON string escapes: controls, '"' and '\\'
+for _c in range(256):
+    _ESC[_c] = 1 if (_c < 0x20 or _c == 34 or _c == 92) else 0
+
+
+cdef inline int _write_json_str(_Buf buf, object s) except -1:
     """Write ``s`` as a JSON string exactly as orjson does. Returns 1 when ``s`` cannot be encoded (surrogates)."""
     cdef Py_ssize_t n, i
     cdef const unsigned char* p
-    cdef unsigned char c
-    p = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, &n)
-    if p == NULL:
-        PyErr_Clear()
-        return 1
-    buf.reserve(n + 2)
-    buf.data[buf.len] = b'"'
-    buf.len += 1
-    # PERF: copy the clean prefix (usually the whole string) in one memcpy
+    cdef char* w
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        # PERF: the usual string: its bytes are the str's own data
+        p = <const unsigned char*>PyUnicode_DATA(s)
+        n = PyUnicode_GET_LENGTH(s)
+    else:
+        p = <const unsigned char*>PyUnicode_AsUTF8AndSize(s, &n)
+        if p == NULL:
+            PyErr_Clear()
+            return 1
+    if buf.len + n + 2 > buf.cap:
+        buf._grow(buf.len + n + 2)
+    w = buf.data + buf.len
+    w[0] = b'"'
+    # PERF: copy while scanning; the whole string in the common case
     i = 0
-    while i < n and p[i] >= 0x20 and p[i] != 34 and p[i] != 92:
+    while i < n and not _ESC[p[i]]:
+        w[1 + i] = <char>p[i]
         i += 1
-    memcpy(buf.data + buf.len, p, i)
-    buf.len += i
-    for i in range(i, n):
+    if i == n:
+        w[n + 1] = b'"'
+        buf.len += n + 2
+        return 0
+    buf.len += 1 + i
+    _write_escaped(buf, p + i, n - i)
+    return 0
+
+
+cdef int _write_escaped(_Buf buf, const unsigned char* p, Py_ssize_t n) except -1:
+    """The rest of a string from its first byte that needs an escape, and the closing quote."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
         c = p[i]
-        if c >= 0x20 and c != 34 and c != 92:
-            if buf.len + 1 > buf.cap:
-                buf._grow(buf.len + 1)
-            buf.data[buf.len] = <char>c
-            buf.len += 1
+        if not _ESC[c]:
+            buf.write_byte(<char>c)
         elif c == 34:
             buf.write(b'\\"', 2)
         elif c == 92:
@@ -1039,6 +1073,254 @@ cdef inline int _scan_value(object v, int depth, bint keys) except -1:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The Connect writer: validation and JSON in one walk, byte-identical to orjson.dumps for what it accepts
+
+cdef enum:
+    W_OK = 0
+    W_BAIL = 1   # something the writer does not do itself: the scan + orjson path decides (and raises)
+
+
+cdef double[9] _P10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8]
+
+
+cdef bint _w_short_decimal(_Buf out, double f) except -1:
+    """PERF: the usual float of an event (``12.5``, ``1234.25``) without a dtoa call.
+
+    Finds the fewest fractional digits k <= 8 for which an integer m gives exactly ``m / 10**k == f`` (IEEE
+    division by an exact power of ten rounds correctly, as parsing the decimal would). Only where a double's spacing
+    is below ``10**-k`` (so m is the one decimal with k digits that reads back as f) and ``1e-4 <= |f| < 1e15``
+    (positional notation in repr and in orjson): then ``m`` with k fractional digits is the shortest round-trip
+    repr. Returns False when it does not apply."""
+    cdef double a = -f if f < 0 else f
+    cdef double ulp, scaled
+    cdef int e, k, i
+    cdef long long m, ip, fp
+    cdef char tmp[32]
+    if not (1e-4 <= a < 1e15):
+        return False
+    frexp(a, &e)
+    ulp = ldexp(1.0, e - 53)
+    for k in range(9):
+        if ulp * _P10[k] >= 1.0:
+            return False  # from here on a multiple of 10**-k is not unique
+        scaled = a * _P10[k]
+        if scaled >= 9007199254740992.0:
+            return False
+        m = llround(scaled)
+        if <double>m / _P10[k] == a:
+            ip = m // <long long>_P10[k]
+            fp = m - ip * <long long>_P10[k]
+            i = 32
+            if k == 0:
+                i -= 2
+                tmp[30] = b'.'
+                tmp[31] = b'0'
+            else:
+                for e in range(k):
+                    i -= 1
+                    tmp[i] = <char>(48 + fp % 10)
+                    fp //= 10
+                i -= 1
+                tmp[i] = b'.'
+            while True:
+                i -= 1
+                tmp[i] = <char>(48 + ip % 10)
+                ip //= 10
+                if ip == 0:
+                    break
+            if f < 0:
+                i -= 1
+                tmp[i] = b'-'
+            out.write(tmp + i, 32 - i)
+            return True
+    return False
+
+
+cdef int _w_float(_Buf out, double f) except -1:
+    """``f`` as orjson writes it: Python's shortest repr, with orjson's exponent spelling (``1e-7`` for
+    ``1e-07``; ``1.5e+16`` as is) and positional digits for exponent -5 (``0.000015`` for ``1.5e-05``)."""
+    if _w_short_decimal(out, f):
+        return 0
+    cdef char* r = PyOS_double_to_string(f, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    cdef Py_ssize_t n, e, i
+    cdef char* mant
+    if r == NULL:
+        raise MemoryError()
+    try:
+        n = strlen(r)
+        e = -1
+        for i in range(n):
+            if r[i] == b'e':
+                e = i
+                break
+        if e < 0 or r[e + 1] == b'+':
+            out.write(r, n)
+            return 0
+        # negative exponent: r is [-]D[.DDD]e-XX
+        i = e + 2
+        while r[i] == b'0':
+            i += 1
+        if n - i == 1 and r[i] == b'5':
+            mant = r
+            if mant[0] == b'-':
+                out.write_byte(b'-')
+                mant += 1
+            out.write(b'0.0000', 6)
+            while mant < r + e:
+                if mant[0] != b'.':
+                    out.write_byte(mant[0])
+                mant += 1
+        else:
+            out.write(r, e + 2)
+            out.write(r + i, n - i)
+        return 0
+    finally:
+        PyMem_Free(r)
+
+
+cdef int _w_datetime(_Buf out, object v) except -1:
+    """A naive datetime as orjson writes it (``isoformat()``): microseconds only when non-zero."""
+    cdef char tmp[32]
+    cdef int us = datetime_microsecond(v), n
+    if datetime_year(v) < 1000:
+        return W_BAIL  # rare: left to orjson's own formatting
+    tmp[0] = b'"'
+    _fmt_seconds(tmp + 1, datetime_year(v), datetime_month(v), datetime_day(v),
+                 datetime_hour(v), datetime_minute(v), datetime_second(v))
+    if us:
+        tmp[20] = b'.'
+        for n in range(26, 20, -1):
+            tmp[n] = <char>(48 + us % 10)
+            us //= 10
+        tmp[27] = b'"'
+        out.write(tmp, 28)
+    else:
+        tmp[20] = b'"'
+        out.write(tmp, 21)
+    return W_OK
+
+
+cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
+    cdef long long ll
+    cdef int overflow = 0
+    cdef double f
+    cdef Py_ssize_t i, n
+    if PyUnicode_CheckExact(v):
+        return _write_json_str(out, v)  # 1 (W_BAIL): surrogates, which orjson refuses
+    if PyLong_CheckExact(v):
+        ll = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow:
+            return W_BAIL
+        _write_ll(out, ll)
+        return W_OK
+    if v is None:
+        out.write(b'null', 4)
+        return W_OK
+    if v is True:
+        out.write(b'true', 4)
+        return W_OK
+    if v is False:
+        out.write(b'false', 5)
+        return W_OK
+    if PyFloat_CheckExact(v):
+        f = PyFloat_AS_DOUBLE(v)
+        if not isfinite(f):
+            return W_BAIL
+        return _w_float(out, f)
+    if PyDict_CheckExact(v):
+        return _w_dict(out, v, depth + 1, keys)
+    if PyList_CheckExact(v):
+        if depth + 1 >= MAX_DEPTH:
+            return W_BAIL
+        n = PyList_GET_SIZE(v)
+        out.write_byte(b'[')
+        for i in range(n):
+            if i:
+                out.write_byte(b',')
+            if _w_value(out, <object>PyList_GET_ITEM(v, i), depth + 1, False):
+                return W_BAIL
+        out.write_byte(b']')
+        return W_OK
+    if PyTuple_CheckExact(v):
+        if depth + 1 >= MAX_DEPTH:
+            return W_BAIL
+        n = PyTuple_GET_SIZE(v)
+        out.write_byte(b'[')
+        for i in range(n):
+            if i:
+                out.write_byte(b',')
+            if _w_value(out, <object>PyTuple_GET_ITEM(v, i), depth + 1, False):
+                return W_BAIL
+        out.write_byte(b']')
+        return W_OK
+    if PyDateTime_CheckExact(v) and datetime_tzinfo(v) is None:
+        return _w_datetime(out, v)
+    return W_BAIL
+
+
+cdef int _w_dict(_Buf out, object d, int depth, bint keys) except -1:
+    """A dict with exact-str keys; ``keys``: on the chain that connect-python validates (as ``_scan``), where any
+    key that might be refused sends the event to the scan path, which raises the twin's error."""
+    cdef Py_ssize_t pos = 0, n, i
+    cdef PyObject* k
+    cdef PyObject* v
+    cdef const char* p
+    cdef char* w
+    cdef Py_ssize_t start = out.len
+    if depth >= MAX_DEPTH:
+        return W_BAIL
+    # every key is written with a ',' before it; the first one becomes the opening brace at the end
+    while PyDict_Next(d, &pos, &k, &v):
+        if not PyUnicode_CheckExact(<object>k):
+            return W_BAIL
+        if PyUnicode_IS_COMPACT_ASCII(<object>k):
+            p = <const char*>PyUnicode_DATA(<object>k)
+            n = PyUnicode_GET_LENGTH(<object>k)
+            if keys and n:
+                if n > 255 or p[0] == b'$' or _has_period(p, n):
+                    return W_BAIL
+                if depth == 1 and n >= 3:
+                    if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
+                        return W_BAIL
+                    if n == 3 and p[0] == b'_' and (p[1] == b'i' or p[1] == b'I') and (p[2] == b'd' or p[2] == b'D'):
+                        return W_BAIL
+            # PERF: separator, quoted key and colon in one reservation; a key that needs an escape goes the
+            # general way
+            if out.len + n + 4 > out.cap:
+                out._grow(out.len + n + 4)
+            w = out.data + out.len
+            w[0] = b','
+            w[1] = b'"'
+            for i in range(n):
+                if _ESC[<unsigned char>p[i]]:
+                    break
+                w[2 + i] = p[i]
+            else:
+                w[n + 2] = b'"'
+                w[n + 3] = b':'
+                out.len += n + 4
+                if _w_value(out, <object>v, depth, keys):
+                    return W_BAIL
+                continue
+            out.len += 1
+        else:
+            if keys and PyUnicode_GET_LENGTH(<object>k):
+                return W_BAIL  # rare: a non-ASCII key on the checked chain
+            out.write_byte(b',')
+        if _write_json_str(out, <object>k):
+            return W_BAIL
+        out.write_byte(b':')
+        if _w_value(out, <object>v, depth, keys):
+            return W_BAIL
+    if out.len == start:
+        out.write(b'{}', 2)
+    else:
+        out.data[start] = b'{'
+        out.write_byte(b'}')
+    return W_OK
+
+
 cdef bint _tp_prefixed(dict event):
     cdef Py_ssize_t pos = 0
     cdef PyObject* k
@@ -1164,11 +1446,13 @@ cdef class Encoder:
     # -- rules ----------------------------------------------------------------------------------------------
 
     cdef bytes _connect_py(self, object event):
+        """The event's bytes, or None when they are in the scratch buffer (the writer's common case)."""
         cdef dict d
         cdef PyObject* ts
         cdef bint ts_ok = True
         cdef bytes data
         cdef int flags
+        cdef _Buf out
         if not PyDict_Check(event):
             raise EventTypeError(_py.MSG_NOT_DICT)
         d = <dict>event
@@ -1179,6 +1463,13 @@ cdef class Encoder:
             d[_K_TIMESTAMP] = _naive_datetime(self._now())
         elif not PyDateTime_Check(<object>ts):
             ts_ok = hasattr(<object>ts, "date")
+        if ts_ok and PyDict_CheckExact(d):
+            # PERF: validation and JSON in one walk, straight into the scratch buffer (no bytes object, no
+            # second walk); anything the writer does not do itself goes on to the scan + orjson path below
+            out = self._scratch
+            out.len = 0
+            if _w_dict(out, d, 1, True) == W_OK:
+                return None
         flags = _scan(d, 1, True)
         if not ts_ok or (flags & (SCAN_BAD_KEY | SCAN_SLOW)) or ((flags & SCAN_NONASCII_TOP) and _top_reserved(d)):
             _py._connect_py_check(d, ts_ok)
@@ -1321,6 +1612,10 @@ cdef class Encoder:
                 self._checked_coll = collection
         if rules == RULES_CONNECT_PY:
             data = self._connect_py(event)
+            if data is None:
+                if self._max_event >= 0 and self._scratch.len > self._max_event:
+                    raise EventTooLargeError(self._too_large)
+                return None
         elif rules == RULES_BARCHART:
             # PERF: the common case is written straight from the dict, no intermediate dict, no orjson call
             if self._barchart_fast(event):
