@@ -146,3 +146,17 @@ def format_iso_naive(micros: int) -> str:
 
 def format_iso_seconds_z(micros: int) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds, truncated); same errors as ``format_iso_naive``."""
+
+class BatcherBase:
+    """The hot path of ``eventpush.batcher.Batcher`` (its base class): ``push``. The subclass owns everything else
+    and keeps ``_lock``, ``_encoder``, ``_ready``, ``_work``, ``_buffered`` and ``_limit`` current."""
+
+    _lock: Any
+    _encoder: Any
+    _ready: Any
+    _work: Any
+    _buffered: int
+    _limit: int
+    def _make_room(self) -> None: ...
+    def push(self, event: Any, collection: Optional[str] = None) -> None:
+        """Validate, stamp and encode ``event`` now; delivery happens in the background (see ``Batcher``)."""

@@ -47,7 +47,7 @@ from . import _core_py as _py
 from .dialects import Dialect
 from .errors import EventError, EventTooLargeError, EventTypeError
 
-__all__ = ["Encoder", "Batch", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
+__all__ = ["Encoder", "Batch", "BatcherBase", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
 
 cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -1717,3 +1717,44 @@ cdef class Encoder:
         if acc.n:
             sealed.append(acc.seal())
         return sealed, errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The push path of the Batcher
+
+cdef class BatcherBase:
+    """The hot path of :class:`eventpush.batcher.Batcher` (its base class): ``push`` in C. The subclass owns
+    everything else (threads, spool, flush, close) and keeps these attributes; ``_make_room`` is its own."""
+
+    cdef public object _lock
+    cdef public object _encoder
+    cdef public object _ready
+    cdef public object _work
+    cdef public Py_ssize_t _buffered
+    cdef public Py_ssize_t _limit
+
+    def push(self, event, collection=None):
+        """Validate, stamp and encode ``event`` now (bad input raises the encoder's
+        :class:`~eventpush.errors.EventError` here, naming the field); delivery happens in the background.
+        Thread-safe. Raises :class:`~eventpush.errors.BufferFullError` per the overflow policy and
+        :class:`~eventpush.errors.ClosedError` after ``close()``."""
+        # PERF: one lock, one comparison (``_limit`` drops below zero once closed, so the closed check rides on
+        # the room check), one encoder call (a direct C call for the compiled Encoder), one counter
+        cdef object lock = self._lock
+        cdef object batch
+        cdef Encoder enc
+        lock.acquire()
+        try:
+            if self._buffered >= self._limit:
+                self._make_room()
+            if type(self._encoder) is Encoder:
+                enc = <Encoder>self._encoder
+                batch = enc._add_to(enc._open, enc._encode_located(event, collection, 0, False), collection, None, 0)
+            else:
+                batch = self._encoder.add(event, collection)
+            self._buffered += 1
+            if batch is not None:
+                self._ready.append(batch)
+                self._work.notify()
+        finally:
+            lock.release()

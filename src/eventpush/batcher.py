@@ -60,13 +60,19 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
 
+from . import _impl
 from .dialects import Dialect
 from .errors import BufferFullError, ClosedError, EventError, SpoolCorruptError, SpoolError, TransportError
 from .sender import BatchResult, RejectedError, Sender
 from .spool import Spool, SpooledBatch, default_spool_dir, spool_key
 from .transport import Limits, Retry, Timeout, Transport
+
+if TYPE_CHECKING:
+    from ._core_py import BatcherBase as _BatcherBase
+else:
+    _BatcherBase = _impl.core.BatcherBase
 
 __all__ = ["Batcher", "OVERFLOW_POLICIES"]
 
@@ -95,7 +101,8 @@ def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
         b.close(timeout=b._atexit_timeout)
 
 
-class Batcher:
+class Batcher(_BatcherBase):
+    # push() comes from the core (compiled, or the twin without it): the hot path of the engine
     """Buffered capture: ``push`` now, delivery in the background, nothing lost; see the module docstring."""
 
     def __init__(
@@ -243,27 +250,6 @@ class Batcher:
             self._start_threads()
 
     # -- producer side ----------------------------------------------------------------------------------------
-
-    def push(self, event: Any, collection: Optional[str] = None) -> None:
-        """Validate, stamp and encode ``event`` now (bad input raises the encoder's
-        :class:`~eventpush.errors.EventError` here, naming the field); delivery happens in the background.
-        Thread-safe. Raises :class:`~eventpush.errors.BufferFullError` per the overflow policy and
-        :class:`~eventpush.errors.ClosedError` after ``close()``."""
-        # PERF: the hottest path of the engine: one lock, one comparison (``_limit`` drops below zero once
-        # closed, so the closed check rides on the room check), one encoder call, one counter. acquire/release
-        # cost half of what ``with lock:`` does on CPython 3.11.
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._buffered >= self._limit:
-                self._make_room()
-            batch = self._encoder.add(event, collection)
-            self._buffered += 1
-            if batch is not None:
-                self._ready.append(batch)
-                self._work.notify()
-        finally:
-            lock.release()
 
     def push_many(self, events: Iterable[Any], collection: Optional[str] = None) -> List[EventError]:
         """Push every event; the bad ones are skipped and returned as errors (``.index`` = position in

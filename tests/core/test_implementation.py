@@ -56,7 +56,8 @@ def test_env_flag(value, expected):
 
 
 def test_names(core):
-    assert set(core.__all__) == {"Encoder", "Batch", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"}
+    assert set(core.__all__) == {"Encoder", "Batch", "BatcherBase", "uuid4_str", "format_iso_naive",
+                                 "format_iso_seconds_z"}
     assert eventpush.EncoderPy.__module__ == "eventpush._core_py"
     assert eventpush.IMPLEMENTATION in ("cython", "python")
     if not env_flag("EVENTPUSH_PURE"):

@@ -301,8 +301,10 @@ class SQLiteStorage(Storage):
                     group.append(self._pending.popleft())
             try:
                 self._commit(group)
-            except BaseException as exc:  # one request alone failed: it gets the error, nobody else is involved
-                group[0].error = exc
+            except BaseException as exc:  # a request alone failed (or the thread is being torn down)
+                for w in group:
+                    if w.error is None:
+                        w.error = exc
             # one wake-up of the event loop per group
             by_loop: Dict[asyncio.AbstractEventLoop, List[_Write]] = {}
             for w in group:
