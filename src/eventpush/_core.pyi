@@ -5,8 +5,9 @@ the selected implementation (``eventpush.IMPLEMENTATION`` is ``"cython"`` or ``"
 ``EncoderPy`` (and ``BatchC`` / ``BatchPy``) name each one.
 
 The contract in one paragraph: an ``Encoder`` is built for one ``Dialect``. Each event is validated with the
-dialect's rules and stamped (id, timestamp) in one pass, serialized once by orjson, and its bytes are appended to
-an open batch buffer with the framing around them. A batch is sealed when the next event would exceed
+dialect's rules and stamped (id, timestamp) in one pass, serialized once (orjson, or the compiled core's own writer
+for Connect and Barchart events, byte for byte the same), and its bytes are appended to an open batch buffer with
+the framing around them. A batch is sealed when the next event would exceed
 ``max_batch_events`` or ``max_batch_bytes``, or on demand. A sealed ``Batch`` is immutable, exposes its body
 through the buffer protocol (``memoryview(batch)`` is zero-copy), and remembers every event's offset, length,
 collection and tag, so any subset can be re-framed for a retry from the stored bytes, never re-encoded.

@@ -5,8 +5,9 @@ Hot paths are typed C: the batch buffers, the random pool and UUID formatting, t
 checks, and two writers: the Barchart writer, which writes whole events without building a dict, and the Connect
 writer, which validates and writes an event in one walk, byte for byte what orjson writes (strings, 64-bit ints,
 floats in orjson's spelling of the shortest repr, naive datetimes, nested dicts, lists and tuples). Whatever it
-does not handle itself goes to the scan + one orjson call per event, as do the Ruby-style and "none" rules. Every error path delegates to the twin's functions, so messages, fields
-and error dicts are the twin's by construction; the differential tests check the bytes.
+does not handle itself goes to the scan + one orjson call per event, as do the Ruby-style and "none" rules. Every
+error path delegates to the twin's functions, so messages, fields and error dicts are the twin's by construction;
+the differential tests check the bytes. ``BatcherBase`` holds the hot path of ``Batcher.push``.
 """
 
 cimport cython
