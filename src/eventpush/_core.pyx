@@ -64,6 +64,8 @@ cdef extern from "Python.h":
     bint PyFloat_CheckExact(object o)
     bint PyDict_CheckExact(object o)
     bint PyTuple_CheckExact(object o)
+    Py_ssize_t PySequence_Fast_GET_SIZE(object o)
+    PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except? NULL
     int Py_DTSF_ADD_DOT_0
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
@@ -1231,27 +1233,16 @@ cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
         return _w_float(out, f)
     if PyDict_CheckExact(v):
         return _w_dict(out, v, depth + 1, keys)
-    if PyList_CheckExact(v):
+    if PyList_CheckExact(v) or PyTuple_CheckExact(v):
         if depth + 1 >= MAX_DEPTH:
             return W_BAIL
-        n = PyList_GET_SIZE(v)
+        # a list or a tuple: PySequence_Fast_* read both without a copy
+        n = PySequence_Fast_GET_SIZE(v)
         out.write_byte(b'[')
         for i in range(n):
             if i:
                 out.write_byte(b',')
-            if _w_value(out, <object>PyList_GET_ITEM(v, i), depth + 1, False):
-                return W_BAIL
-        out.write_byte(b']')
-        return W_OK
-    if PyTuple_CheckExact(v):
-        if depth + 1 >= MAX_DEPTH:
-            return W_BAIL
-        n = PyTuple_GET_SIZE(v)
-        out.write_byte(b'[')
-        for i in range(n):
-            if i:
-                out.write_byte(b',')
-            if _w_value(out, <object>PyTuple_GET_ITEM(v, i), depth + 1, False):
+            if _w_value(out, <object>PySequence_Fast_GET_ITEM(v, i), depth + 1, False):
                 return W_BAIL
         out.write_byte(b']')
         return W_OK
