@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import threading
 from collections import deque
@@ -58,8 +57,11 @@ _INSERT_JSON_ID = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, json_
 _INSERT_JSON_SEQ = "INSERT OR IGNORE INTO events (cid, eid, body) SELECT ?, ? || '/' || key, value FROM json_each(?)"
 
 
-#: Past this WAL size the background checkpoint restarts the WAL (it waits for the running transaction).
-_WAL_RESTART_BYTES = 64 << 20
+#: Past this WAL size the checkpoint thread restarts the WAL (the writer holds back meanwhile).
+_WAL_RESTART_BYTES = 256 << 20
+
+#: The longest the checkpoint thread waits for other writers (other worker processes) to let a RESTART through.
+_RESTART_WAIT = 2.0
 
 #: A group commit takes pending requests until it holds this many events (at least one request).
 _GROUP_EVENTS = 25_000
@@ -192,6 +194,8 @@ class SQLiteStorage(Storage):
         self.checkpoints = 0
         self._checkpointer: Optional[threading.Thread] = None
         self._checkpoint_wake = threading.Event()
+        self._writes_open = threading.Event()  # the checkpoint thread clears it while it restarts the WAL
+        self._writes_open.set()
 
     def _open(self) -> None:
         conn = _connect(self.path, self.busy_timeout, self.synchronous)
@@ -219,15 +223,17 @@ class SQLiteStorage(Storage):
         database file before its request can be answered; under a steady stream of random-id inserts that was
         half of the writer's time. Here a checkpoint (``PASSIVE``: it never blocks the writer) follows commits on
         its own connection. A passive checkpoint cannot restart a WAL that keeps growing under continuous writes,
-        so past ``_WAL_RESTART_BYTES`` a ``RESTART`` checkpoint waits for the current transaction and lets the
-        next one write the WAL from its start again."""
+        so when the WAL holds more than ``_WAL_RESTART_BYTES`` a ``RESTART`` checkpoint runs while the writer holds
+        back its next transaction, which then writes the WAL from its start again (cut back to that size)."""
         try:
-            conn = _connect(self.path, self.busy_timeout, self.synchronous)
+            # a short wait: with --workers N another process's writer can keep a RESTART waiting, and this
+            # process's writer is held back meanwhile; a RESTART that times out is tried again after a later commit
+            conn = _connect(self.path, min(self.busy_timeout, _RESTART_WAIT), self.synchronous)
         except sqlite3.Error:  # pragma: no cover - the writer opened the same file a moment ago
             log.exception("cannot open the checkpoint connection; the WAL is checkpointed on close only")
             return
-        wal = self.path + "-wal"
         wake = self._checkpoint_wake
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         try:
             while True:
                 wake.wait(1.0)
@@ -235,15 +241,22 @@ class SQLiteStorage(Storage):
                 if self._closed:
                     return
                 try:
-                    size = os.stat(wal).st_size
-                except OSError:
+                    _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # a transient failure: next time
+                    log.debug("WAL checkpoint failed: %s", exc)
                     continue
-                mode = "RESTART" if size > _WAL_RESTART_BYTES else "PASSIVE"
-                try:
-                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-                except sqlite3.Error as exc:  # busy (another worker checkpoints) or a transient failure: next time
-                    log.debug("WAL checkpoint (%s) failed: %s", mode, exc)
                 self.checkpoints += 1
+                if frames * page_size > _WAL_RESTART_BYTES:
+                    # RESTART waits for a moment without a write transaction, which a busy writer may never leave
+                    # on its own: the writer holds back its next transaction meanwhile (what is left to copy is
+                    # short, the passive checkpoints did the rest).
+                    self._writes_open.clear()
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                    except sqlite3.Error as exc:
+                        log.debug("WAL restart failed: %s", exc)
+                    finally:
+                        self._writes_open.set()
         finally:
             conn.close()
 
@@ -252,6 +265,8 @@ class SQLiteStorage(Storage):
             self._local.conn.execute(stmt)
         if self.path != ":memory:":
             self._local.conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_loop does it
+            # a restarted WAL is cut back to this size (the file would otherwise keep its high-water mark)
+            self._local.conn.execute(f"PRAGMA journal_size_limit = {_WAL_RESTART_BYTES}")
         self._json = _has_json(self._local.conn)
         if not self._json:
             log.info("SQLite %s without JSON1: inserting with executemany", sqlite3.sqlite_version)
@@ -299,6 +314,7 @@ class SQLiteStorage(Storage):
                 while self._pending and n < _GROUP_EVENTS:
                     n += self._pending[0].size
                     group.append(self._pending.popleft())
+            self._writes_open.wait()  # cleared only while the checkpoint thread restarts the WAL
             try:
                 self._commit(group)
             except BaseException as exc:  # a request alone failed (or the thread is being torn down)
