@@ -1718,12 +1718,24 @@ cdef class BatcherBase:
     """The hot path of :class:`eventpush.batcher.Batcher` (its base class): ``push`` in C. The subclass owns
     everything else (threads, spool, flush, close) and keeps these attributes; ``_make_room`` is its own."""
 
-    cdef public object _lock
+    cdef object _lock_obj
+    cdef object _acquire          # PERF: the lock's bound methods, looked up once per lock
+    cdef object _release
     cdef public object _encoder
     cdef public object _ready
     cdef public object _work
     cdef public Py_ssize_t _buffered
     cdef public Py_ssize_t _limit
+
+    @property
+    def _lock(self):
+        return self._lock_obj
+
+    @_lock.setter
+    def _lock(self, lock):
+        self._lock_obj = lock
+        self._acquire = lock.acquire
+        self._release = lock.release
 
     def push(self, event, collection=None):
         """Validate, stamp and encode ``event`` now (bad input raises the encoder's
@@ -1732,10 +1744,10 @@ cdef class BatcherBase:
         :class:`~eventpush.errors.ClosedError` after ``close()``."""
         # PERF: one lock, one comparison (``_limit`` drops below zero once closed, so the closed check rides on
         # the room check), one encoder call (a direct C call for the compiled Encoder), one counter
-        cdef object lock = self._lock
+        cdef object release = self._release
         cdef object batch
         cdef Encoder enc
-        lock.acquire()
+        self._acquire()
         try:
             if self._buffered >= self._limit:
                 self._make_room()
@@ -1749,4 +1761,4 @@ cdef class BatcherBase:
                 self._ready.append(batch)
                 self._work.notify()
         finally:
-            lock.release()
+            release()
