@@ -102,7 +102,6 @@ def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
 
 
 class Batcher(_BatcherBase):
-    # push() comes from the core (compiled, or the twin without it): the hot path of the engine
     """Buffered capture: ``push`` now, delivery in the background, nothing lost; see the module docstring."""
 
     def __init__(
@@ -250,6 +249,8 @@ class Batcher(_BatcherBase):
             self._start_threads()
 
     # -- producer side ----------------------------------------------------------------------------------------
+
+    # push() is BatcherBase.push: the engine's hot path lives in the core (compiled, or the twin's Python)
 
     def push_many(self, events: Iterable[Any], collection: Optional[str] = None) -> List[EventError]:
         """Push every event; the bad ones are skipped and returned as errors (``.index`` = position in
