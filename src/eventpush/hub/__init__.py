@@ -1,8 +1,8 @@
 """eventpush.hub — the server side of the Connect and Barchart APIs (``eventpush serve``).
 
-One raw ASGI application (:class:`HubApp`, built by :func:`create_app`) served by uvicorn; SQLite storage (WAL, one
-transaction per request on a dedicated writer thread, a 200 only after the commit); ``--sink`` validates and
-counts without storing.
+One raw ASGI application (:class:`HubApp`, built by :func:`create_app`) served by uvicorn; SQLite storage (WAL,
+each request all or nothing on a dedicated writer thread, requests that queue up committed together, a 200 only
+after the commit; checkpoints on a background thread); ``--sink`` validates and counts without storing.
 
 Routes
     ``POST /connect/events/{collection}``   one event (spec/connect.md §1.2)

@@ -108,7 +108,7 @@ def _has_json(conn: sqlite3.Connection) -> bool:
 
 
 def _connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves (one transaction per request).
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves (one transaction per group of requests).
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     if path != ":memory:":
