@@ -207,3 +207,37 @@ def test_cli_subscribe_ctrl_c_exits_0(hub):
             sub.wait()
     assert sub.returncode == 0, err
     assert out == b"seen\n"
+
+
+_LOST_INTERRUPT = r"""
+import signal, sys, time
+from eventpush.cli import subscribe
+signal.signal(signal.SIGINT, subscribe._on_sigint)
+
+class Response:
+    def __del__(self):  # like the previous HTTP response being closed as the next long-poll starts
+        sys.stdout.write("closing\n"); sys.stdout.flush()
+        time.sleep(5)
+
+r = Response()
+del r
+sys.stdout.write("polling\n"); sys.stdout.flush()
+time.sleep(60)
+"""
+
+
+def test_subscribe_ctrl_c_ends_even_when_python_drops_the_interrupt():
+    """A KeyboardInterrupt raised while a finalizer runs is dropped by Python ("Exception ignored"); the
+    subscriber's Ctrl-C handler still ends the process with status 0 within its grace period."""
+    proc = subprocess.Popen([sys.executable, "-c", _LOST_INTERRUPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"closing\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"Exception ignored" in err and b"KeyboardInterrupt" in err  # the interrupt was dropped...
+    assert out == b"polling\n"  # ...and the program went on to its next long-poll...
+    assert proc.returncode == 0  # ...until the grace timer ended it

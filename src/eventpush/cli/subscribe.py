@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from typing import BinaryIO, Optional
+import threading
+from typing import Any, BinaryIO, Optional
 
 DEFAULT_HUB = "http://127.0.0.1:8787"
+
+#: After Ctrl-C, the most the process lives on when the KeyboardInterrupt got lost (see _on_sigint).
+SIGINT_GRACE = 2.0
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -90,6 +95,19 @@ def _via_amqp(url: str, channel: str, consumer: str, count: Optional[int], out: 
     return asyncio.run(main())
 
 
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C: raise KeyboardInterrupt, as Python's default handler does, and make sure the process ends anyway.
+
+    Python drops an exception raised while a finalizer runs ("Exception ignored in ..."): a Ctrl-C that lands while
+    the previous HTTP response is being closed, just as the next long-poll starts, would leave the subscription
+    waiting out a whole poll. A daemon timer ends the process with status 0 if it is still there after
+    ``SIGINT_GRACE`` seconds (every message printed so far was flushed when it was printed)."""
+    timer = threading.Timer(SIGINT_GRACE, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     from ..realtime import Consumer, InvalidChannelError
     from ..realtime._base import check_channel
@@ -104,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     try:
         if source.lower().startswith(("amqp://", "amqps://")):
-            return _via_amqp(source, args.channel, consumer, args.count, out)
+            return _via_amqp(source, args.channel, consumer, args.count, out)  # asyncio.run handles Ctrl-C
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # not when Ctrl-C is ignored
+            signal.signal(signal.SIGINT, _on_sigint)
         return _via_http(source, args.channel, consumer, args.count, args.timeout, out)
     except KeyboardInterrupt:
         return 0  # Ctrl-C is how a subscription ends
