@@ -5,7 +5,7 @@ Connect batches of 500 and 5,000 events from several client threads (urllib3 + o
 the clock starts, so the clients cost little). Every reply is checked: each event must come back
 ``success: true``; with storage on the stored row count is checked against the acknowledged count.
 
-    python benchmarks/bench_hub.py [--events 400000] [--threads 4] [--sizes 500,5000]
+    python benchmarks/bench_hub.py [--events 400000] [--threads 4] [--sizes 500,5000] [--ids uuid|sequential]
 
 CPU comes from /proc/<pid>/stat (utime + stime of the hub process). The machine is shared: quote ratios measured
 in one run, not absolute numbers from different runs.
