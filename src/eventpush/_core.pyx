@@ -409,20 +409,24 @@ cdef str _ascii(const char* p, Py_ssize_t n):
     return <str>s
 
 
+cdef int _fmt_iso_naive(char* p, int y, int mo, int d, int h, int mi, int s, int us):
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]`` into ``p`` (microseconds only when non-zero); returns the length."""
+    cdef int n
+    _fmt_seconds(p, y, mo, d, h, mi, s)
+    if not us:
+        return 19
+    p[19] = b'.'
+    for n in range(25, 19, -1):
+        p[n] = <char>(48 + us % 10)
+        us //= 10
+    return 26
+
+
 def format_iso_naive(micros):
     """``YYYY-MM-DDTHH:MM:SS[.ffffff]`` (naive UTC; microseconds only when non-zero), like ``isoformat()``."""
     cdef char out[32]
-    cdef int n, us
     cdef _Civil c = _split_micros(_micros_of(micros))
-    n = _fmt_seconds(out, c.year, c.month, c.day, c.hour, c.minute, c.second)
-    if c.micro:
-        out[19] = b'.'
-        us = c.micro
-        for n in range(25, 19, -1):
-            out[n] = <char>(48 + us % 10)
-            us //= 10
-        n = 26
-    return _ascii(out, n)
+    return _ascii(out, _fmt_iso_naive(out, c.year, c.month, c.day, c.hour, c.minute, c.second, c.micro))
 
 
 def format_iso_seconds_z(micros):
@@ -1006,7 +1010,6 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
     cdef PyObject* k
     cdef PyObject* v
     cdef int flags = 0
-    cdef const char* p
     if depth >= MAX_DEPTH:
         return SCAN_SLOW
     if PyDict_Check(obj):
@@ -1021,14 +1024,8 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
                     if PyUnicode_IS_COMPACT_ASCII(<object>k):
                         # PERF: the usual key: look at its bytes directly; at the top level this also decides
                         # connect-python's tp_ / _id checks (k.lower() only changes ASCII letters here)
-                        p = <const char*>PyUnicode_DATA(<object>k)
-                        if p[0] == b'$' or _has_period(p, n):
+                        if _ascii_key_refused(<const char*>PyUnicode_DATA(<object>k), n, depth):
                             flags |= SCAN_BAD_KEY
-                        elif depth == 1 and n >= 3:
-                            if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
-                                flags |= SCAN_BAD_KEY
-                            elif n == 3 and p[0] == b'_' and (p[1] == b'i' or p[1] == b'I') and (p[2] == b'd' or p[2] == b'D'):
-                                flags |= SCAN_BAD_KEY
                     elif PyUnicode_READ_CHAR(<object>k, 0) == '$' or PyUnicode_FindChar(<object>k, '.', 0, n, 1) >= 0:
                         flags |= SCAN_BAD_KEY
                     elif depth == 1:
@@ -1042,6 +1039,19 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
         for i in range(PyTuple_GET_SIZE(obj)):
             flags |= _scan_value(<object>PyTuple_GET_ITEM(obj, i), depth, False)
     return flags
+
+
+cdef inline bint _ascii_key_refused(const char* p, Py_ssize_t n, int depth) noexcept:
+    """A non-empty ASCII key (n <= 255) that connect-python refuses: a leading '$' or a '.' anywhere, and at the top
+    level (``depth`` 1) ``tp_…`` or ``_id`` in any case."""
+    if p[0] == b'$' or _has_period(p, n):
+        return True
+    if depth == 1 and n >= 3:
+        if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
+            return True
+        if n == 3 and p[0] == b'_' and (p[1] == b'i' or p[1] == b'I') and (p[2] == b'd' or p[2] == b'D'):
+            return True
+    return False
 
 
 cdef inline bint _has_period(const char* p, Py_ssize_t n) noexcept:
@@ -1114,28 +1124,18 @@ cdef bint _w_short_decimal(_Buf out, double f) except -1:
         if <double>m / _P10[k] == a:
             ip = m // <long long>_P10[k]
             fp = m - ip * <long long>_P10[k]
-            i = 32
-            if k == 0:
-                i -= 2
-                tmp[30] = b'.'
-                tmp[31] = b'0'
-            else:
-                for e in range(k):
-                    i -= 1
-                    tmp[i] = <char>(48 + fp % 10)
-                    fp //= 10
-                i -= 1
-                tmp[i] = b'.'
-            while True:
-                i -= 1
-                tmp[i] = <char>(48 + ip % 10)
-                ip //= 10
-                if ip == 0:
-                    break
             if f < 0:
-                i -= 1
-                tmp[i] = b'-'
-            out.write(tmp + i, 32 - i)
+                out.write_byte(b'-')
+            _write_ll(out, ip)
+            if k == 0:
+                out.write(b'.0', 2)
+                return True
+            # the fraction, zero-padded to k digits
+            tmp[0] = b'.'
+            for i in range(k, 0, -1):
+                tmp[i] = <char>(48 + fp % 10)
+                fp //= 10
+            out.write(tmp, k + 1)
             return True
     return False
 
@@ -1185,22 +1185,14 @@ cdef int _w_float(_Buf out, double f) except -1:
 cdef int _w_datetime(_Buf out, object v) except -1:
     """A naive datetime as orjson writes it (``isoformat()``): microseconds only when non-zero."""
     cdef char tmp[32]
-    cdef int us = datetime_microsecond(v), n
+    cdef int n
     if datetime_year(v) < 1000:
         return W_BAIL  # rare: left to orjson's own formatting
     tmp[0] = b'"'
-    _fmt_seconds(tmp + 1, datetime_year(v), datetime_month(v), datetime_day(v),
-                 datetime_hour(v), datetime_minute(v), datetime_second(v))
-    if us:
-        tmp[20] = b'.'
-        for n in range(26, 20, -1):
-            tmp[n] = <char>(48 + us % 10)
-            us //= 10
-        tmp[27] = b'"'
-        out.write(tmp, 28)
-    else:
-        tmp[20] = b'"'
-        out.write(tmp, 21)
+    n = _fmt_iso_naive(tmp + 1, datetime_year(v), datetime_month(v), datetime_day(v), datetime_hour(v),
+                       datetime_minute(v), datetime_second(v), datetime_microsecond(v))
+    tmp[n + 1] = b'"'
+    out.write(tmp, n + 2)
     return W_OK
 
 
@@ -1254,11 +1246,9 @@ cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
 cdef int _w_dict(_Buf out, object d, int depth, bint keys) except -1:
     """A dict with exact-str keys; ``keys``: on the chain that connect-python validates (as ``_scan``), where any
     key that might be refused sends the event to the scan path, which raises the twin's error."""
-    cdef Py_ssize_t pos = 0, n, i
+    cdef Py_ssize_t pos = 0, n
     cdef PyObject* k
     cdef PyObject* v
-    cdef const char* p
-    cdef char* w
     cdef Py_ssize_t start = out.len
     if depth >= MAX_DEPTH:
         return W_BAIL
@@ -1266,40 +1256,14 @@ cdef int _w_dict(_Buf out, object d, int depth, bint keys) except -1:
     while PyDict_Next(d, &pos, &k, &v):
         if not PyUnicode_CheckExact(<object>k):
             return W_BAIL
-        if PyUnicode_IS_COMPACT_ASCII(<object>k):
-            p = <const char*>PyUnicode_DATA(<object>k)
+        if keys:
             n = PyUnicode_GET_LENGTH(<object>k)
-            if keys and n:
-                if n > 255 or p[0] == b'$' or _has_period(p, n):
+            if n:
+                if not PyUnicode_IS_COMPACT_ASCII(<object>k):
+                    return W_BAIL  # rare: a non-ASCII key on the checked chain
+                if n > 255 or _ascii_key_refused(<const char*>PyUnicode_DATA(<object>k), n, depth):
                     return W_BAIL
-                if depth == 1 and n >= 3:
-                    if (p[0] == b't' or p[0] == b'T') and (p[1] == b'p' or p[1] == b'P') and p[2] == b'_':
-                        return W_BAIL
-                    if n == 3 and p[0] == b'_' and (p[1] == b'i' or p[1] == b'I') and (p[2] == b'd' or p[2] == b'D'):
-                        return W_BAIL
-            # PERF: separator, quoted key and colon in one reservation; a key that needs an escape goes the
-            # general way
-            if out.len + n + 4 > out.cap:
-                out._grow(out.len + n + 4)
-            w = out.data + out.len
-            w[0] = b','
-            w[1] = b'"'
-            for i in range(n):
-                if _ESC[<unsigned char>p[i]]:
-                    break
-                w[2 + i] = p[i]
-            else:
-                w[n + 2] = b'"'
-                w[n + 3] = b':'
-                out.len += n + 4
-                if _w_value(out, <object>v, depth, keys):
-                    return W_BAIL
-                continue
-            out.len += 1
-        else:
-            if keys and PyUnicode_GET_LENGTH(<object>k):
-                return W_BAIL  # rare: a non-ASCII key on the checked chain
-            out.write_byte(b',')
+        out.write_byte(b',')
         if _write_json_str(out, <object>k):
             return W_BAIL
         out.write_byte(b':')
