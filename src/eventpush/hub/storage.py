@@ -364,7 +364,7 @@ class SQLiteStorage(Storage):
         conn.execute("BEGIN IMMEDIATE")
         try:
             for w in writes:
-                w.dups = self._insert(conn, w.api, w.project, w.groups, w.seq_ids)
+                w.dups = self._insert(conn, w)
             conn.execute("COMMIT")
         except BaseException:
             try:
@@ -389,11 +389,10 @@ class SQLiteStorage(Storage):
                 except Exception:  # the events are committed: a realtime failure must not fail the request
                     log.exception("realtime publish failed after commit (api %s)", w.api)
 
-    def _insert(self, conn: sqlite3.Connection, api: str, project: str, groups: Sequence[Group],
-                seq_ids: Optional[str]) -> List[int]:
+    def _insert(self, conn: sqlite3.Connection, w: "_Write") -> List[int]:
         """One request's rows, inside the open transaction; returns the positions of its duplicates."""
-        cids = [self._cid(conn, (api, project, coll)) for coll, _, _ in groups]
-        n = sum(len(eids) for _, eids, _ in groups)
+        groups, seq_ids = w.groups, w.seq_ids
+        cids = [self._cid(conn, (w.api, w.project, coll)) for coll, _, _ in groups]
         # With the write lock held, every row inserted from here on gets a rowid above the current maximum.
         before = conn.execute("SELECT max(rowid) FROM events").fetchone()[0] or 0
         # json_extract() cuts a text at U+0000: such ids (rare, legal) go through executemany.
@@ -418,7 +417,7 @@ class SQLiteStorage(Storage):
             )
             inserted_n = cur.rowcount
         dups: List[int] = []
-        if inserted_n != n:
+        if inserted_n != w.size:
             # Slow path (only when something was a duplicate): which rows did this request insert?
             inserted = set(conn.execute("SELECT cid, eid FROM events WHERE rowid > ?", (before,)))
             pos = 0
