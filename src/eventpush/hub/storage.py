@@ -335,19 +335,18 @@ class SQLiteStorage(Storage):
         """Group commit: every request of ``group`` in one transaction (one WAL write and one sync for all).
         When the transaction fails, it is rolled back and each request is retried alone, so that only the
         request that fails sees the error."""
-        if len(group) > 1:
-            try:
-                self._transaction(group)
-                return
-            except Exception:
-                log.warning("a grouped transaction of %d requests failed; committing them one by one", len(group))
-            for w in group:
-                try:
-                    self._transaction([w])
-                except Exception as exc:
-                    w.error = exc
+        try:
+            self._transaction(group)
             return
-        self._transaction(group)
+        except Exception:
+            if len(group) == 1:
+                raise
+            log.warning("a grouped transaction of %d requests failed; committing them one by one", len(group))
+        for w in group:
+            try:
+                self._transaction([w])
+            except Exception as exc:
+                w.error = exc
 
     def _cid(self, conn: sqlite3.Connection, key: Tuple[str, str, str]) -> int:
         cid = self._cids.get(key)
