@@ -159,6 +159,23 @@ def test_open_mode_accepts_any_key_and_says_so(hub_factory):
     assert hub.get("/connect/events/x", headers={"X-Project-Id": "any"}).json()["results"][0]["a"] == 1
 
 
+def test_gc_threshold_reaches_every_worker(hub_factory):
+    import re
+
+    default = hub_factory()
+    assert re.findall(r"hub ready \(pid \d+\):.* gc threshold=(\d+)", default.logs()) == ["20000"]
+    python_default = hub_factory("--gc-threshold", "0")
+    assert re.findall(r"gc threshold=(\d+)", python_default.logs()) == ["700"]
+    workers = hub_factory("--gc-threshold", "5000", "--workers", "2")
+    deadline = time.monotonic() + 20
+    while len(re.findall(r"hub ready \(pid \d+\)", workers.logs())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.findall(r"hub ready \(pid (\d+)\):.* gc threshold=(\d+)", workers.logs()) == [
+        (pid, "5000") for pid in re.findall(r"hub ready \(pid (\d+)\)", workers.logs())
+    ]
+    assert len(set(re.findall(r"hub ready \(pid (\d+)\)", workers.logs()))) == 2
+
+
 @pytest.mark.parametrize("fmt", ["lines", "json"])
 def test_keys_file(hub_factory, tmp_path, fmt):
     path = tmp_path / "keys"
@@ -247,6 +264,7 @@ def test_memory_database(hub_factory):
         (["--keys-file", "/nonexistent/keys"], "No such file"),
         (["--workers", "0"], "at least 1"),
         (["--db", "/nonexistent/dir/x.db"], "cannot open the database"),
+        (["--gc-threshold", "-1"], "gc_threshold must be 0"),
     ],
 )
 def test_bad_options_exit_2(args, message):

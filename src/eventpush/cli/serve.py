@@ -48,6 +48,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                    help="close idle keep-alive connections after S seconds (default 5)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
                    help="on shutdown, wait at most S seconds for in-flight requests (default 30)")
+    p.add_argument("--gc-threshold", type=int, default=20_000, metavar="N",
+                   help="the garbage collector's first-generation threshold in the hub process (default 20000: "
+                   "large batches allocate thousands of objects per request; 0 keeps Python's default of 700)")
     p.set_defaults(func=run)
 
 
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             access_log=not args.no_access_log,
             realtime=not args.no_realtime,
+            gc_threshold=args.gc_threshold,
         )
     except (OSError, ValueError) as exc:
         print(f"eventpush serve: {exc}", file=sys.stderr)

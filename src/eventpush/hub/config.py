@@ -22,6 +22,9 @@ class HubConfig:
     ``projects`` maps a project id to the set of API keys accepted for it; empty means "accept any key".
     ``db`` is a SQLite path (or ``":memory:"``); ``sink`` disables storage (events are still parsed, validated
     and counted). ``root`` (``"connect"`` / ``"barchart"`` / ``None``) also serves that API at ``/events…``.
+    ``gc_threshold``: when set, the app factory (:func:`eventpush.hub.app.create_app`) sets the garbage
+    collector's first-generation threshold of the process to it (``eventpush serve`` does by default; an app
+    built into another server leaves the collector alone unless asked).
     """
 
     __slots__ = (
@@ -39,6 +42,7 @@ class HubConfig:
         "log_level",
         "access_log",
         "realtime",
+        "gc_threshold",
     )
 
     def __init__(
@@ -58,6 +62,7 @@ class HubConfig:
         log_level: str = "info",
         access_log: bool = True,
         realtime: bool = True,
+        gc_threshold: Optional[int] = None,
     ) -> None:
         if root not in (None, "connect", "barchart"):
             raise ValueError(f"root must be 'connect', 'barchart' or None, not {root!r}")
@@ -65,6 +70,8 @@ class HubConfig:
             raise ValueError("max_body must be at least 1024 bytes")
         if synchronous not in ("off", "normal", "full"):
             raise ValueError("synchronous must be 'off', 'normal' or 'full'")
+        if gc_threshold is not None and int(gc_threshold) < 0:
+            raise ValueError("gc_threshold must be 0 (Python's default) or more")
         self.projects: Dict[str, FrozenSet[str]] = {str(p): frozenset(k) for p, k in (projects or {}).items()}
         self.db = db
         self.sink = bool(sink)
@@ -79,6 +86,7 @@ class HubConfig:
         self.log_level = log_level
         self.access_log = bool(access_log)
         self.realtime = bool(realtime)
+        self.gc_threshold = None if not gc_threshold else int(gc_threshold)
 
     def to_json(self) -> bytes:
         """Serialize (for the worker processes)."""
