@@ -148,6 +148,19 @@ def format_iso_naive(micros: int) -> str:
 def format_iso_seconds_z(micros: int) -> str:
     """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds, truncated); same errors as ``format_iso_naive``."""
 
+def hub_timestamp_ok(text: str) -> bool:
+    """``True`` when ``text`` is a timestamp the hub accepts: ``YYYY-MM-DDTHH:MM[:SS[.1-9 digits]]`` with an
+    optional ``Z`` or ``±HH[:]MM`` offset (month 01–12, day 01–31, hour 00–23, minute 00–59, second 00–60)."""
+
+def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:
+    """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict
+    with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which
+    ``hub_timestamp_ok`` holds, whose keys are ASCII strings the hub cannot refuse at any depth (none with a ``.``
+    or a leading ``$``, none over 255 characters, no root ``tp_…`` or ``_id`` in any case), whose values are JSON
+    data (64-bit ints, finite floats) nested less than 255 deep, and whose body is at most ``max_event_bytes``;
+    ``bodies[i] == orjson.dumps(events[i])``. ``None`` otherwise: the hub's exact path then decides, event by
+    event, and says why."""
+
 class BatcherBase:
     """The hot path of ``eventpush.batcher.Batcher`` (its base class): ``push``. The subclass owns everything else
     and keeps ``_lock``, ``_encoder``, ``_ready``, ``_work``, ``_buffered`` and ``_limit`` current."""

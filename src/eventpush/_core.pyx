@@ -48,7 +48,16 @@ from . import _core_py as _py
 from .dialects import Dialect
 from .errors import EventError, EventTooLargeError, EventTypeError
 
-__all__ = ["Encoder", "Batch", "BatcherBase", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
+__all__ = [
+    "Encoder",
+    "Batch",
+    "BatcherBase",
+    "uuid4_str",
+    "format_iso_naive",
+    "format_iso_seconds_z",
+    "hub_connect_bulk",
+    "hub_timestamp_ok",
+]
 
 cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object o)
@@ -1090,6 +1099,11 @@ cdef inline int _scan_value(object v, int depth, bint keys) except -1:
 # The Connect writer: validation and JSON in one walk, byte-identical to orjson.dumps for what it accepts
 
 cdef enum:
+    KEYS_NONE = 0    # the writer's key checks: none,
+    KEYS_CHAIN = 1   # connect-python's (the root dict and the dicts directly under it, recursively),
+    KEYS_ALL = 2     # or every dict, inside lists too (the hub's)
+
+cdef enum:
     W_OK = 0
     W_BAIL = 1   # something the writer does not do itself: the scan + orjson path decides (and raises)
 
@@ -1196,7 +1210,7 @@ cdef int _w_datetime(_Buf out, object v) except -1:
     return W_OK
 
 
-cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
+cdef int _w_value(_Buf out, object v, int depth, int keys) except -1:
     cdef long long ll
     cdef int overflow = 0
     cdef double f
@@ -1234,7 +1248,8 @@ cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
         for i in range(n):
             if i:
                 out.write_byte(b',')
-            if _w_value(out, <object>PySequence_Fast_GET_ITEM(v, i), depth + 1, False):
+            if _w_value(out, <object>PySequence_Fast_GET_ITEM(v, i), depth + 1,
+                        KEYS_ALL if keys == KEYS_ALL else KEYS_NONE):
                 return W_BAIL
         out.write_byte(b']')
         return W_OK
@@ -1243,9 +1258,10 @@ cdef int _w_value(_Buf out, object v, int depth, bint keys) except -1:
     return W_BAIL
 
 
-cdef int _w_dict(_Buf out, object d, int depth, bint keys) except -1:
-    """A dict with exact-str keys; ``keys``: on the chain that connect-python validates (as ``_scan``), where any
-    key that might be refused sends the event to the scan path, which raises the twin's error."""
+cdef int _w_dict(_Buf out, object d, int depth, int keys) except -1:
+    """A dict with exact-str keys. ``keys``: ``KEYS_CHAIN`` on the chain that connect-python validates (as
+    ``_scan``), ``KEYS_ALL`` in every dict, lists included (the hub's rules); there any key that might be refused
+    sends the event to the caller's exact path, which says what is wrong."""
     cdef Py_ssize_t pos = 0, n
     cdef PyObject* k
     cdef PyObject* v
@@ -1275,6 +1291,101 @@ cdef int _w_dict(_Buf out, object d, int depth, bint keys) except -1:
         out.data[start] = b'{'
         out.write_byte(b'}')
     return W_OK
+
+
+cdef inline bint _digit(unsigned char c) noexcept:
+    return b'0' <= c <= b'9'
+
+
+cdef inline bint _two(const unsigned char* p, char hi_max, char lo_max_at_hi_max) noexcept:
+    """Two digits ``p[0]p[1]`` with ``p[0] <= hi_max``, and ``p[1] <= lo_max_at_hi_max`` when ``p[0] == hi_max``."""
+    return (_digit(p[0]) and _digit(p[1]) and p[0] <= hi_max
+            and (p[0] < hi_max or p[1] <= lo_max_at_hi_max))
+
+
+cdef bint _hub_timestamp_ok(const unsigned char* p, Py_ssize_t n) noexcept:
+    """The hub's ISO-8601 rule (``eventpush.hub.connect._TIMESTAMP``) on ASCII text::
+
+        YYYY-MM-DDTHH:MM[:SS[.fraction of 1 to 9 digits]][Z | +HH:MM | +HHMM | -…]
+
+    month 01-12, day 01-31, hour 00-23, minute 00-59, second 00-60, offset hours 00-23."""
+    cdef Py_ssize_t i, k
+    if n < 16:
+        return False
+    if not (_digit(p[0]) and _digit(p[1]) and _digit(p[2]) and _digit(p[3]) and p[4] == b'-' and p[7] == b'-'
+            and p[10] == b'T' and p[13] == b':'):
+        return False
+    if not ((p[5] == b'0' and b'1' <= p[6] <= b'9') or (p[5] == b'1' and b'0' <= p[6] <= b'2')):
+        return False
+    if not ((p[8] == b'0' and b'1' <= p[9] <= b'9') or ((p[8] == b'1' or p[8] == b'2') and _digit(p[9]))
+            or (p[8] == b'3' and (p[9] == b'0' or p[9] == b'1'))):
+        return False
+    if not (_two(p + 11, b'2', b'3') and _two(p + 14, b'5', b'9')):
+        return False
+    i = 16
+    if i < n and p[i] == b':':
+        if i + 3 > n or not (_two(p + i + 1, b'5', b'9') or (p[i + 1] == b'6' and p[i + 2] == b'0')):
+            return False
+        i += 3
+        if i < n and p[i] == b'.':
+            k = 0
+            while i + 1 + k < n and _digit(p[i + 1 + k]):
+                k += 1
+            if k < 1 or k > 9:
+                return False
+            i += 1 + k
+    if i == n:
+        return True
+    if p[i] == b'Z':
+        return i + 1 == n
+    if p[i] != b'+' and p[i] != b'-':
+        return False
+    if i + 3 > n or not _two(p + i + 1, b'2', b'3'):
+        return False
+    i += 3
+    if i < n and p[i] == b':':
+        i += 1
+    return i + 2 == n and _two(p + i, b'5', b'9')
+
+
+def hub_timestamp_ok(str text):
+    """``True`` when ``text`` is a timestamp the hub accepts (for the differential tests)."""
+    if not PyUnicode_IS_COMPACT_ASCII(text):
+        return False
+    return _hub_timestamp_ok(<const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+
+
+def hub_connect_bulk(list events, Py_ssize_t max_event_bytes):
+    """The hub's bulk path for one collection of a Connect batch (see ``_core.pyi``): ``(ids, bodies)`` when every
+    event is a dict with a valid string ``id`` (unique in ``events``) and ISO ``timestamp``, no key the hub might
+    refuse at any depth, at most ``max_event_bytes`` once written; ``None`` (the caller's exact path decides)
+    otherwise. ``bodies[i]`` is ``orjson.dumps(events[i])``, byte for byte."""
+    cdef Py_ssize_t i, n = PyList_GET_SIZE(events), ln
+    cdef object ev, eid, ts
+    cdef list ids = [], bodies = []
+    cdef _Buf out = _Buf()
+    for i in range(n):
+        ev = <object>PyList_GET_ITEM(events, i)
+        if not PyDict_CheckExact(ev):
+            return None
+        eid = (<dict>ev).get(_K_ID)
+        if not PyUnicode_CheckExact(eid):
+            return None
+        ln = PyUnicode_GET_LENGTH(eid)
+        if ln < 1 or ln > 255 or PyUnicode_FindChar(eid, 0, 0, ln, 1) >= 0:
+            return None
+        ts = (<dict>ev).get(_K_TIMESTAMP)
+        if not PyUnicode_CheckExact(ts) or not PyUnicode_IS_COMPACT_ASCII(ts) or not _hub_timestamp_ok(
+                <const unsigned char*>PyUnicode_DATA(ts), PyUnicode_GET_LENGTH(ts)):
+            return None
+        out.len = 0
+        if _w_dict(out, ev, 1, KEYS_ALL) != W_OK or out.len > max_event_bytes:
+            return None
+        ids.append(eid)
+        bodies.append(PyBytes_FromStringAndSize(out.data, out.len))
+    if len(set(ids)) != n:
+        return None
+    return ids, bodies
 
 
 cdef bint _tp_prefixed(dict event):
@@ -1424,7 +1535,7 @@ cdef class Encoder:
             # second walk); anything the writer does not do itself goes on to the scan + orjson path below
             out = self._scratch
             out.len = 0
-            if _w_dict(out, d, 1, True) == W_OK:
+            if _w_dict(out, d, 1, KEYS_CHAIN) == W_OK:
                 return None
         flags = _scan(d, 1, True)
         if not ts_ok or (flags & (SCAN_BAD_KEY | SCAN_SLOW)) or ((flags & SCAN_NONASCII_TOP) and _top_reserved(d)):

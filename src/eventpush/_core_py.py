@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 import time
 from datetime import date, datetime, timedelta
@@ -19,7 +20,16 @@ import orjson
 from .dialects import Dialect
 from .errors import EventError, EventTooLargeError, EventTypeError, EventValidationError
 
-__all__ = ["Encoder", "Batch", "BatcherBase", "uuid4_str", "format_iso_naive", "format_iso_seconds_z"]
+__all__ = [
+    "Encoder",
+    "Batch",
+    "BatcherBase",
+    "uuid4_str",
+    "format_iso_naive",
+    "format_iso_seconds_z",
+    "hub_connect_bulk",
+    "hub_timestamp_ok",
+]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Messages (spec/connect.md §2.3, §2.4; spec/barchart.md §3 step 4). The typo "thereserved" is original.
@@ -757,3 +767,85 @@ class BatcherBase:
                 self._work.notify()
         finally:
             lock.release()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The hub's bulk path (``eventpush.hub.connect``): one collection of a Connect batch, checked and written at once.
+
+#: The hub's ISO-8601 rule: seconds, fraction and offset optional (naive values are taken as UTC).
+HUB_TIMESTAMP = re.compile(
+    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?\Z"
+)
+_hub_ts = HUB_TIMESTAMP.match
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+_MAX_NESTING = 255  # the compiled writer leaves a container at this depth (orjson's limit) to the exact path
+
+
+def hub_timestamp_ok(text: str) -> bool:
+    """``True`` when ``text`` is a timestamp the hub accepts."""
+    return _hub_ts(text) is not None
+
+
+def _hub_plain(v: Any, depth: int) -> bool:
+    """What the compiled writer writes itself under the hub's key rules (``KEYS_ALL``): JSON data as
+    ``orjson.loads`` gives it, 64-bit ints, finite floats, every key an ASCII string the hub cannot refuse."""
+    t = type(v)
+    if t is str or v is None or t is bool:
+        return True
+    if t is int:
+        return _I64_MIN <= v <= _I64_MAX
+    if t is float:
+        return math.isfinite(v)
+    if t is datetime:
+        return v.tzinfo is None and v.year >= 1000
+    if t is dict:
+        if depth >= _MAX_NESTING:
+            return False
+        for k, x in v.items():
+            if type(k) is not str:
+                return False
+            if k and (not k.isascii() or len(k) > 255 or k[0] == "$" or "." in k
+                      or (depth == 1 and (k[:3].lower() == "tp_" or k.lower() == "_id"))):
+                return False
+            if not _hub_plain(x, depth + 1 if type(x) in (dict, list, tuple) else depth):
+                return False
+        return True
+    if t is list or t is tuple:
+        if depth >= _MAX_NESTING:
+            return False
+        return all(_hub_plain(x, depth + 1 if type(x) in (dict, list, tuple) else depth) for x in v)
+    return False
+
+
+def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:
+    """``(ids, bodies)`` when every event is a dict with a valid string ``id`` (1 to 255 characters, no NUL,
+    unique in ``events``) and a ``timestamp`` the hub accepts, holds no key the hub might refuse at any depth and
+    is at most ``max_event_bytes`` once written; ``None`` otherwise (the hub's exact path decides and says
+    why). ``bodies[i]`` is ``orjson.dumps(events[i])``."""
+    ids: List[str] = []
+    bodies: List[bytes] = []
+    for ev in events:
+        if type(ev) is not dict:
+            return None
+        eid = ev.get("id")
+        if type(eid) is not str or not 0 < len(eid) <= 255 or "\x00" in eid:
+            return None
+        ts = ev.get("timestamp")
+        if type(ts) is not str or not ts.isascii() or _hub_ts(ts) is None:
+            return None
+        if not _hub_plain(ev, 1):
+            return None
+        try:
+            body = orjson.dumps(ev)
+        except orjson.JSONEncodeError:  # a lone surrogate
+            return None
+        if len(body) > max_event_bytes:
+            return None
+        ids.append(eid)
+        bodies.append(body)
+    if len(set(ids)) != len(ids):
+        return None
+    return ids, bodies

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import orjson
 
+from .. import _impl
+from .._core_py import HUB_TIMESTAMP
 from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
 
 __all__ = [
@@ -52,12 +54,13 @@ DESC_TIMESTAMP = "timestamp must be an ISO-8601 date and time, e.g. 2015-02-05T1
 DESC_ID = "id must be a non-empty string of at most 255 characters"
 
 # ISO-8601 date and time; seconds, fraction and offset optional (naive values are taken as UTC, like the docs'
-# "converted to UTC"; connect-python sends naive isoformat()).
-_TIMESTAMP = re.compile(
-    r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-    r"T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::(?:[0-5][0-9]|60)(?:\.[0-9]{1,9})?)?"
-    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?\Z"
-).match
+# "converted to UTC"; connect-python sends naive isoformat()). The encoder core holds the rule: its compiled
+# bulk path checks the same thing in C.
+_TIMESTAMP = HUB_TIMESTAMP.match
+
+# PERF: with the compiled core, one C walk per collection checks and writes every event (~0.3 us per event);
+# the pure-Python fallback below scans the raw body instead (~1.3 us).
+_bulk = _impl.core_c.hub_connect_bulk if _impl.IMPLEMENTATION == "cython" else None  # type: ignore[union-attr]
 
 _dumps = orjson.dumps
 _JSONEncodeError = orjson.JSONEncodeError
@@ -220,18 +223,22 @@ def prepare_batch(batch: Dict[str, Any], now: str, raw: Optional[bytes] = None) 
     """Validate and encode every event of a ``{collection: [events]}`` batch, in request order.
 
     Returns the prepared collections and the number of rejected events. Within one batch, a repeated id (in the
-    same collection) is a duplicate of its first occurrence, exactly as if it had been stored already. ``raw``
-    (the request body) enables the bulk fast path when nothing in it looks like a forbidden key.
+    same collection) is a duplicate of its first occurrence, exactly as if it had been stored already. Each
+    collection first tries the bulk path (the compiled core's ``hub_connect_bulk``; without it, the Python one,
+    enabled by ``raw``, the request body, when nothing in it looks like a forbidden key); a collection it does not
+    take goes event by event.
     """
     prepared: List[Prepared] = []
     rejected = 0
     validate = validate_event
     encode = stamp_and_encode
-    # PERF: the fast path replaces ~2 us of per-event Python key checks by one regex scan of the raw body.
-    fast = raw is not None and not _suspect(raw)
+    bulk = _bulk
+    # PERF: without the compiled core, the fast path replaces ~2 us of per-event Python key checks by one regex
+    # scan of the raw body.
+    fast = bulk is None and raw is not None and not _suspect(raw)
     for coll, events in batch.items():
-        if fast and events:
-            done = _fast_collection(events)
+        if events and (bulk is not None or fast):
+            done = bulk(events, MAX_EVENT_BYTES) if bulk is not None else _fast_collection(events)
             if done is not None:
                 ids, fast_bodies = done
                 prepared.append((coll, ids, fast_bodies, list(range(len(ids))), [None] * len(ids)))

@@ -1,0 +1,242 @@
+"""The hub's bulk path in the encoder core: ``hub_connect_bulk`` and ``hub_timestamp_ok``, on both implementations.
+
+Its contract: when it takes a collection, the ids and bodies are exactly what the hub's exact, event-by-event path
+(``eventpush.hub.connect``) would have produced for it; when anything might be refused it returns ``None`` and the
+exact path decides. Plain batches must be taken (that is the point of it). The compiled core and the twin must
+agree on every input, taken or not.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, List
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from eventpush import _core_py
+from eventpush._envflags import env_flag
+from eventpush.hub import connect as hub
+
+_CORE_C = None if env_flag("EVENTPUSH_PURE") else __import__("eventpush._core", fromlist=["_core"])
+
+SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+MAX = hub.MAX_EVENT_BYTES
+TS = "2026-01-01T00:00:00.000Z"
+
+
+def plain(i: int, **extra: Any) -> dict:
+    ev = {"id": f"id-{i}", "timestamp": TS, "user": f"u{i}", "value": 12.5, "props": {"page": "/", "ab": [1, 2]}}
+    ev.update(extra)
+    return ev
+
+
+def exact(events: List[Any]) -> Any:
+    """What the hub's exact path makes of a collection whose every event has its id and timestamp: ``(ids,
+    bodies)`` when every event is accepted as new, else ``None``."""
+    ids, bodies = [], []
+    for ev in events:
+        if hub.validate_event(ev) is not None:
+            return None
+        eid, body, err = hub.stamp_and_encode(dict(ev), TS)
+        if err is not None or eid in ids:
+            return None
+        ids.append(eid)
+        bodies.append(body)
+    return ids, bodies
+
+
+def check(core: Any, events: List[Any], max_bytes: int = MAX) -> Any:
+    got = core.hub_connect_bulk(events, max_bytes)
+    if got is not None:
+        ids, bodies = got
+        assert (ids, bodies) == exact(events)
+        assert all(len(b) <= max_bytes for b in bodies)
+    if _CORE_C is not None:
+        assert _CORE_C.hub_connect_bulk(events, max_bytes) == _core_py.hub_connect_bulk(events, max_bytes)
+    return got
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timestamps
+
+
+def _timestamps() -> List[str]:
+    out = []
+    for mo, d, h, mi in itertools.product(["00", "01", "09", "10", "12", "13", "1", "1a"],
+                                          ["00", "01", "09", "19", "29", "30", "31", "32", "3"],
+                                          ["00", "09", "19", "20", "23", "24", "2"], ["00", "59", "60", "5"]):
+        out.append(f"2026-{mo}-{d}T{h}:{mi}")
+    tails = ["", ":00", ":59", ":60", ":61", ":6", ":00.", ":00.1", ":00.123456789", ":00.1234567890", ":00.12a",
+             ".5", ":00Z", "Z", "ZZ", "z", ":00+05:30", ":00-0530", "+23:59", "+24:00", "-00:60", "+05:3", "+0530",
+             "+05::30", "+5:30", "+05:30Z", " ", "\n", ":00.000Z\n", "+05", "+05:"]
+    for tail in tails:
+        out.append("2026-01-01T00:00" + tail)
+    out += ["", "2026", "2026-01-01", "2026-01-01 00:00", "2026-01-01t00:00", "20260101T0000", "2026-01-01T00:00:00",
+            "٢٠٢٦-01-01T00:00", "2026-01-01T00:00:00.000Zé", TS, "0000-01-01T00:00"]
+    return out
+
+
+@pytest.mark.parametrize("text", _timestamps())
+def test_timestamp_rule_matches_the_hub_regex(core, text):
+    assert core.hub_timestamp_ok(text) is (hub._TIMESTAMP(text) is not None)
+
+
+@SETTINGS
+@given(st.text(alphabet="0123456789-T:.Z+z ", max_size=32))
+def test_timestamp_rule_on_random_text(text):
+    want = hub._TIMESTAMP(text) is not None
+    assert _core_py.hub_timestamp_ok(text) is want
+    if _CORE_C is not None:
+        assert _CORE_C.hub_timestamp_ok(text) is want
+
+
+@SETTINGS
+@given(st.integers(0, len(TS) - 1), st.sampled_from("0123456789-T:.Z+"))
+def test_timestamp_rule_one_character_changed(pos, ch):
+    text = TS[:pos] + ch + TS[pos + 1:]
+    want = hub._TIMESTAMP(text) is not None
+    assert _core_py.hub_timestamp_ok(text) is want
+    if _CORE_C is not None:
+        assert _CORE_C.hub_timestamp_ok(text) is want
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Taken, and the same as the exact path
+
+
+def test_plain_batches_are_taken(core):
+    events = [plain(i) for i in range(500)]
+    events[7]["nested"] = {"tp_ok": 1, "_id": 2, "deep": [{"x": {"y": [None, True, False, -1, 1e300, "é\n\"\\"]}}]}
+    events[8]["timestamp"] = "2015-02-05T14:55:56.587+05:30"
+    events[9]["id"] = "é" * 255
+    got = check(core, events)
+    assert got is not None and got[0] == [ev["id"] for ev in events]
+
+
+def test_nested_reserved_names_are_allowed(core):
+    # the hub refuses tp_ and _id at the root only (spec/connect.md §2.1), like its exact path
+    assert check(core, [plain(0, meta={"tp_x": 1, "_ID": {"tp_": []}})]) is not None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda evs: evs.__setitem__(3, [1]), id="not-a-dict"),
+        pytest.param(lambda evs: evs[3].pop("id"), id="no-id"),
+        pytest.param(lambda evs: evs[3].__setitem__("id", 5), id="int-id"),
+        pytest.param(lambda evs: evs[3].__setitem__("id", ""), id="empty-id"),
+        pytest.param(lambda evs: evs[3].__setitem__("id", "x" * 256), id="long-id"),
+        pytest.param(lambda evs: evs[3].__setitem__("id", "a\x00b"), id="nul-id"),
+        pytest.param(lambda evs: evs[3].__setitem__("id", evs[1]["id"]), id="repeated-id"),
+        pytest.param(lambda evs: evs[3].pop("timestamp"), id="no-timestamp"),
+        pytest.param(lambda evs: evs[3].__setitem__("timestamp", "yesterday"), id="bad-timestamp"),
+        pytest.param(lambda evs: evs[3].__setitem__("timestamp", 1438387200), id="int-timestamp"),
+        pytest.param(lambda evs: evs[3].__setitem__("tp_x", 1), id="root-tp"),
+        pytest.param(lambda evs: evs[3].__setitem__("TP_x", 1), id="root-TP"),
+        pytest.param(lambda evs: evs[3].__setitem__("_Id", 1), id="root-_id"),
+        pytest.param(lambda evs: evs[3].__setitem__("a.b", 1), id="root-period"),
+        pytest.param(lambda evs: evs[3]["props"].__setitem__("a.b", 1), id="nested-period"),
+        pytest.param(lambda evs: evs[3]["props"]["ab"].append({"a.b": 1}), id="period-in-list"),
+        pytest.param(lambda evs: evs[3]["props"].__setitem__("k" * 256, 1), id="long-key"),
+        pytest.param(lambda evs: evs[3].__setitem__("$x", 1), id="dollar-key"),
+        pytest.param(lambda evs: evs[3].__setitem__("é", 1), id="non-ascii-key"),
+        pytest.param(lambda evs: evs[3].__setitem__("big", 2**63), id="int-over-64-bits"),
+        pytest.param(lambda evs: evs[3].__setitem__("s", "\ud800"), id="lone-surrogate"),
+        pytest.param(lambda evs: evs[3].__setitem__("f", float("nan")), id="nan"),
+        pytest.param(lambda evs: evs[3].__setitem__("big", "x" * MAX), id="too-large"),
+        pytest.param(lambda evs: evs[3].__setitem__("o", object()), id="not-json"),
+    ],
+)
+def test_anything_the_exact_path_must_judge_is_left_to_it(core, change):
+    events = [plain(i) for i in range(6)]
+    change(events)
+    assert check(core, events) is None
+
+
+def _nest(depth: int) -> Any:
+    v: Any = 1
+    for i in range(depth):
+        v = [v] if i % 2 else {"k": v}
+    return v
+
+
+@pytest.mark.parametrize("depth, taken", [(252, True), (253, True), (254, False)])
+def test_nesting_limit(core, depth, taken):
+    # the root is depth 1: a value nested `depth` containers below it sits at depth + 1; orjson stops at 255
+    assert (check(core, [plain(0, deep=_nest(depth))]) is not None) is taken
+
+
+def test_size_limit_is_inclusive(core):
+    ev = plain(0)
+    size = len(orjson.dumps(ev))
+    assert check(core, [ev], size) is not None
+    assert check(core, [ev], size - 1) is None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Generated batches: whatever is taken is exactly right, and both implementations agree
+
+json_keys = st.one_of(st.text(max_size=6), st.sampled_from(["tp_x", "TP_", "_id", "_ID", "a.b", "$x", "k" * 256, "é"]))
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1), st.text(max_size=12),
+    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([12.5, 0.1, 1e16, 5e-324, -0.0, 1e-05]),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(json_keys, inner, max_size=3)),
+    max_leaves=10,
+)
+stamps = st.one_of(st.just(TS), st.sampled_from(["2026-02-30T23:59:60.123456789-23:59", "2026-1-01T00:00", "x"]))
+ids = st.one_of(st.text(min_size=1, max_size=8), st.sampled_from(["", "x" * 256, "a\x00"]), st.integers(0, 9))
+json_events = st.one_of(
+    st.builds(lambda i, t, extra: {"id": i, "timestamp": t, **extra}, ids, stamps,
+              st.dictionaries(json_keys, json_values, max_size=4)),
+    st.builds(lambda extra: extra, st.dictionaries(json_keys, json_values, max_size=4)),
+    json_values,
+)
+
+
+@SETTINGS
+@given(st.lists(json_events, min_size=1, max_size=6))
+def test_generated_batches(events):
+    # as the hub gets them: parsed from JSON
+    events = orjson.loads(orjson.dumps(events))
+    check(_core_py, events)
+    if _CORE_C is not None:
+        check(_CORE_C, events)
+
+
+plain_values = st.recursive(
+    json_scalars,
+    # nested tp_ / _id keys are allowed (the hub refuses them at the root only)
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.sampled_from(["a", "", "tp_x", "_id", "x" * 255]), inner, max_size=3)),
+    max_leaves=10,
+)
+
+
+@SETTINGS
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", "user", "n"]), plain_values, max_size=4),
+                min_size=1, max_size=6))
+def test_generated_plain_batches_are_taken(extras):
+    events = [{"id": f"e{i}", "timestamp": TS, **{k: v for k, v in extra.items()}} for i, extra in enumerate(extras)]
+    events = orjson.loads(orjson.dumps(events))
+    # every key is acceptable here and nesting is shallow: only an int past 64 bits is left to the exact path
+    fits = all(-(2**63) <= v < 2**63 for v in _ints(events))
+    got = check(_core_py, events)
+    assert (got is not None) is fits
+    if _CORE_C is not None:
+        assert (check(_CORE_C, events) is not None) is fits
+
+
+def _ints(v: Any) -> List[int]:
+    if type(v) is int:
+        return [v]
+    if isinstance(v, dict):
+        return [i for x in v.values() for i in _ints(x)]
+    if isinstance(v, list):
+        return [i for x in v for i in _ints(x)]
+    return []
