@@ -7,7 +7,8 @@ writer, which validates and writes an event in one walk, byte for byte what orjs
 floats in orjson's spelling of the shortest repr, naive datetimes, nested dicts, lists and tuples). Whatever it
 does not handle itself goes to the scan + one orjson call per event, as do the Ruby-style and "none" rules. Every
 error path delegates to the twin's functions, so messages, fields and error dicts are the twin's by construction;
-the differential tests check the bytes. ``BatcherBase`` holds the hot path of ``Batcher.push``.
+the differential tests check the bytes. ``BatcherBase`` holds the hot path of ``Batcher.push``, and
+``hub_connect_bulk`` the hub's: the Connect writer under the hub's key rules, with its id and timestamp checks.
 """
 
 cimport cython

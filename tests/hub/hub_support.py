@@ -39,7 +39,7 @@ class Hub:
     """One hub process. ``request()`` speaks HTTP/1.1 with http.client; ``stop()`` sends SIGTERM, then SIGKILL."""
 
     #: how the hub is started; ``[sys.executable, "-m", "eventpush", "serve"]`` is the same through the full CLI
-    #: (which also loads the encoder core for ``--version``).
+    #: (which also loads the other subcommands).
     COMMAND = [sys.executable, "-m", "eventpush.cli.serve"]
 
     def __init__(self, tmp_path: Any, *args: str, db: Optional[str] = None, port: Optional[int] = None,

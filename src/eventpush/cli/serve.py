@@ -125,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    """``python -m eventpush.cli.serve …``: the same as ``eventpush serve …`` without loading the other subcommands
-    (or the encoder core)."""
+    """``python -m eventpush.cli.serve …``: the same as ``eventpush serve …`` without loading the other
+    subcommands."""
     from . import run_one
 
     return run_one("serve", register, argv)
