@@ -1349,11 +1349,15 @@ cdef bint _hub_timestamp_ok(const unsigned char* p, Py_ssize_t n) noexcept:
     return i + 2 == n and _two(p + i, b'5', b'9')
 
 
+cdef inline bint _hub_timestamp_str_ok(object text) noexcept:
+    """``_hub_timestamp_ok`` on a str (only ASCII text can match)."""
+    return PyUnicode_IS_COMPACT_ASCII(text) and _hub_timestamp_ok(
+        <const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+
+
 def hub_timestamp_ok(str text):
     """``True`` when ``text`` is a timestamp the hub accepts (for the differential tests)."""
-    if not PyUnicode_IS_COMPACT_ASCII(text):
-        return False
-    return _hub_timestamp_ok(<const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
+    return _hub_timestamp_str_ok(text)
 
 
 def hub_connect_bulk(list events, Py_ssize_t max_event_bytes):
@@ -1376,8 +1380,7 @@ def hub_connect_bulk(list events, Py_ssize_t max_event_bytes):
         if ln < 1 or ln > 255 or PyUnicode_FindChar(eid, 0, 0, ln, 1) >= 0:
             return None
         ts = (<dict>ev).get(_K_TIMESTAMP)
-        if not PyUnicode_CheckExact(ts) or not PyUnicode_IS_COMPACT_ASCII(ts) or not _hub_timestamp_ok(
-                <const unsigned char*>PyUnicode_DATA(ts), PyUnicode_GET_LENGTH(ts)):
+        if not PyUnicode_CheckExact(ts) or not _hub_timestamp_str_ok(ts):
             return None
         out.len = 0
         if _w_dict(out, ev, 1, KEYS_ALL) != W_OK or out.len > max_event_bytes:

@@ -791,7 +791,8 @@ def hub_timestamp_ok(text: str) -> bool:
 
 def _hub_plain(v: Any, depth: int) -> bool:
     """What the compiled writer writes itself under the hub's key rules (``KEYS_ALL``): JSON data as
-    ``orjson.loads`` gives it, 64-bit ints, finite floats, every key an ASCII string the hub cannot refuse."""
+    ``orjson.loads`` gives it, 64-bit ints, finite floats, every key an ASCII string the hub cannot refuse.
+    ``depth``: where ``v`` sits (the root event is 1); only containers look at it."""
     t = type(v)
     if t is str or v is None or t is bool:
         return True
@@ -810,13 +811,13 @@ def _hub_plain(v: Any, depth: int) -> bool:
             if k and (not k.isascii() or len(k) > 255 or k[0] == "$" or "." in k
                       or (depth == 1 and (k[:3].lower() == "tp_" or k.lower() == "_id"))):
                 return False
-            if not _hub_plain(x, depth + 1 if type(x) in (dict, list, tuple) else depth):
+            if not _hub_plain(x, depth + 1):
                 return False
         return True
     if t is list or t is tuple:
         if depth >= _MAX_NESTING:
             return False
-        return all(_hub_plain(x, depth + 1 if type(x) in (dict, list, tuple) else depth) for x in v)
+        return all(_hub_plain(x, depth + 1) for x in v)
     return False
 
 

@@ -185,9 +185,7 @@ def _suspect(raw: bytes) -> bool:
 
 
 _IDS = re.compile(r"(?:[^\x00]{1,255}\x00)*[^\x00]{1,255}\Z", re.DOTALL).match
-_TIMESTAMPS = re.compile(
-    r"(?:" + _TIMESTAMP.__self__.pattern[:-2] + r"\n)*" + _TIMESTAMP.__self__.pattern  # type: ignore[attr-defined]
-).match
+_TIMESTAMPS = re.compile(r"(?:" + HUB_TIMESTAMP.pattern[:-2] + r"\n)*" + HUB_TIMESTAMP.pattern).match
 
 
 def _fast_collection(events: List[Any]) -> Optional[Tuple[List[str], List[bytes]]]:

@@ -13,10 +13,9 @@ go into the next one together (``BEGIN IMMEDIATE … COMMIT``), each request sti
 transaction fails it is rolled back and its requests are committed one by one, so only the failing request sees
 the error. Event ids are random (uuid4), so every insert lands on a random page of the unique index, and a commit
 writes each page it touched to the WAL: one commit for several requests writes a page touched by all of them
-once, not once per request. ``BEGIN
-IMMEDIATE`` takes SQLite's write lock up front, so with ``--workers N`` the other processes wait (``busy_timeout``)
-instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection ``"events"``, with
-the id ``"{batch}/{sequence}"``.
+once, not once per request. ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so with ``--workers N`` the
+other processes wait (``busy_timeout``) instead of failing half-way. Barchart events are stored under api
+``"barchart"``, collection ``"events"``, with the id ``"{batch}/{sequence}"``.
 """
 
 from __future__ import annotations
