@@ -157,7 +157,8 @@ def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[
     with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which
     ``hub_timestamp_ok`` holds, whose keys are ASCII strings the hub cannot refuse at any depth (none with a ``.``
     or a leading ``$``, none over 255 characters, no root ``tp_…`` or ``_id`` in any case), whose values are JSON
-    data (64-bit ints, finite floats) nested less than 255 deep, and whose body is at most ``max_event_bytes``;
+    data (64-bit ints, finite floats below 2**63 in size: larger ones are how orjson.loads gives an integer too
+    large for it) nested less than 255 deep, and whose body is at most ``max_event_bytes``;
     ``bodies[i] == orjson.dumps(events[i])``. ``None`` otherwise: the hub's exact path then decides, event by
     event, and says why."""
 

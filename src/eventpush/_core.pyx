@@ -1211,6 +1211,10 @@ cdef int _w_datetime(_Buf out, object v) except -1:
     return W_OK
 
 
+#: 2**63 as a double: orjson.loads gives an integer literal outside -2**63 .. 2**64-1 as a float at least this large
+cdef double _TWO_63 = 9223372036854775808.0
+
+
 cdef int _w_value(_Buf out, object v, int depth, int keys) except -1:
     cdef long long ll
     cdef int overflow = 0
@@ -1236,6 +1240,9 @@ cdef int _w_value(_Buf out, object v, int depth, int keys) except -1:
     if PyFloat_CheckExact(v):
         f = PyFloat_AS_DOUBLE(v)
         if not isfinite(f):
+            return W_BAIL
+        if keys == KEYS_ALL and not -_TWO_63 < f < _TWO_63:
+            # the hub: orjson.loads turns an integer beyond 64 bits into such a float; its exact path looks
             return W_BAIL
         return _w_float(out, f)
     if PyDict_CheckExact(v):

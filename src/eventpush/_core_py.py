@@ -781,6 +781,7 @@ HUB_TIMESTAMP = re.compile(
 _hub_ts = HUB_TIMESTAMP.match
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+_TWO_63 = float(1 << 63)
 _MAX_NESTING = 255  # the compiled writer leaves a container at this depth (orjson's limit) to the exact path
 
 
@@ -798,8 +799,8 @@ def _hub_plain(v: Any, depth: int) -> bool:
         return True
     if t is int:
         return _I64_MIN <= v <= _I64_MAX
-    if t is float:
-        return math.isfinite(v)
+    if t is float:  # beyond 2**63: what orjson.loads makes of an integer too large for it (the hub looks again)
+        return math.isfinite(v) and -_TWO_63 < v < _TWO_63
     if t is datetime:
         return v.tzinfo is None and v.year >= 1000
     if t is dict:

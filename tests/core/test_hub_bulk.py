@@ -109,7 +109,7 @@ def test_timestamp_rule_one_character_changed(pos, ch):
 
 def test_plain_batches_are_taken(core):
     events = [plain(i) for i in range(500)]
-    events[7]["nested"] = {"tp_ok": 1, "_id": 2, "deep": [{"x": {"y": [None, True, False, -1, 1e300, "é\n\"\\"]}}]}
+    events[7]["nested"] = {"tp_ok": 1, "_id": 2, "deep": [{"x": {"y": [None, True, False, -1, 9e18, "é\n\"\\"]}}]}
     events[8]["timestamp"] = "2015-02-05T14:55:56.587+05:30"
     events[9]["id"] = "é" * 255
     got = check(core, events)
@@ -144,6 +144,9 @@ def test_nested_reserved_names_are_allowed(core):
         pytest.param(lambda evs: evs[3].__setitem__("$x", 1), id="dollar-key"),
         pytest.param(lambda evs: evs[3].__setitem__("é", 1), id="non-ascii-key"),
         pytest.param(lambda evs: evs[3].__setitem__("big", 2**63), id="int-over-64-bits"),
+        # what orjson.loads makes of an integer beyond 64 bits: the exact path parses the body again
+        pytest.param(lambda evs: evs[3].__setitem__("f", float(2**64)), id="float-from-big-int"),
+        pytest.param(lambda evs: evs[3]["props"]["ab"].append(-float(2**63)), id="negative-float-from-big-int"),
         pytest.param(lambda evs: evs[3].__setitem__("s", "\ud800"), id="lone-surrogate"),
         pytest.param(lambda evs: evs[3].__setitem__("f", float("nan")), id="nan"),
         pytest.param(lambda evs: evs[3].__setitem__("big", "x" * MAX), id="too-large"),
@@ -154,6 +157,13 @@ def test_anything_the_exact_path_must_judge_is_left_to_it(core, change):
     events = [plain(i) for i in range(6)]
     change(events)
     assert check(core, events) is None
+
+
+def test_floats_below_two_to_the_63_are_taken(core):
+    below = float(2**63 - 1024)  # the largest double under 2**63
+    assert below < 2**63
+    events = [plain(0, f=below), plain(1, f=-below), plain(2, f=1.5e-300)]
+    assert check(core, events) == ([ev["id"] for ev in events], [orjson.dumps(ev) for ev in events])
 
 
 def _nest(depth: int) -> Any:
@@ -224,19 +234,21 @@ plain_values = st.recursive(
 def test_generated_plain_batches_are_taken(extras):
     events = [{"id": f"e{i}", "timestamp": TS, **{k: v for k, v in extra.items()}} for i, extra in enumerate(extras)]
     events = orjson.loads(orjson.dumps(events))
-    # every key is acceptable here and nesting is shallow: only an int past 64 bits is left to the exact path
-    fits = all(-(2**63) <= v < 2**63 for v in _ints(events))
+    # every key is acceptable here and nesting is shallow: only an int past 64 bits, or a float of 2**63 or more
+    # in size (what orjson makes of a larger int), is left to the exact path
+    fits = all(-(2**63) <= v < 2**63 for v in _numbers(events, int)) and all(
+        abs(v) < 2.0**63 for v in _numbers(events, float))
     got = check(_core_py, events)
     assert (got is not None) is fits
     if _CORE_C is not None:
         assert (check(_CORE_C, events) is not None) is fits
 
 
-def _ints(v: Any) -> List[int]:
-    if type(v) is int:
+def _numbers(v: Any, kind: type) -> List[Any]:
+    if type(v) is kind:
         return [v]
     if isinstance(v, dict):
-        return [i for x in v.values() for i in _ints(x)]
+        return [i for x in v.values() for i in _numbers(x, kind)]
     if isinstance(v, list):
-        return [i for x in v for i in _ints(x)]
+        return [i for x in v for i in _numbers(x, kind)]
     return []

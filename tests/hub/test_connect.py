@@ -251,6 +251,51 @@ def test_batch_fast_path_and_duplicates_across_requests(hub):
     assert len(stored(hub, c)) == 1500
 
 
+def raw_stored(hub, collection):
+    with sqlite3.connect(hub.db) as conn:
+        return [r[0] for r in conn.execute(
+            "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.rowid",
+            (collection,))]
+
+
+# orjson.loads gives every integer outside -2**63 .. 2**64-1 as a rounded float; the hub keeps them exact
+BIG = (b'"big":123456789012345678901234567890,"edges":[18446744073709551615,18446744073709551616,'
+       b'-9223372036854775808,-9223372036854775809],"deep":{"l":[{"n":-100000000000000000000000}]},'
+       b'"f":1e+19,"s":"12345678901234567890123"')
+
+
+def test_integers_beyond_64_bits_are_stored_exactly(hub):
+    c = coll()
+    ts = b'"timestamp":"2015-02-05T14:55:56.587Z"'
+    # single event
+    r = hub.post(f"/connect/events/{c}", b'{"id":"s",' + ts + b"," + BIG + b"}")
+    assert r.status == 200, r.body
+    # a batch: both collections of it, one of them with an event the server stamps (the exact path anyway)
+    c2 = coll()
+    body = (b'{"' + c.encode() + b'":[{"id":"b1",' + ts + b',"n":1},{"id":"b2",' + ts + b"," + BIG + b"}],"
+            + b'"' + c2.encode() + b'":[{"n":2,' + BIG + b"}]}")
+    r = hub.post("/connect/events", body)
+    assert r.status == 200, r.body
+    assert all(item["success"] for items in r.json().values() for item in items)
+    rows = raw_stored(hub, c)
+    assert rows == ['{"id":"s",' + ts.decode() + "," + BIG.decode() + "}",
+                    '{"id":"b1",' + ts.decode() + ',"n":1}',
+                    '{"id":"b2",' + ts.decode() + "," + BIG.decode() + "}"]
+    (row,) = raw_stored(hub, c2)
+    assert row.startswith('{"n":2,' + BIG.decode() + ',"id":"')
+    # GET returns the stored text
+    got = hub.get(f"/connect/events/{c}?limit=1").body
+    assert got == b'{"results":[{"id":"b2",' + ts + b"," + BIG + b"}]}"
+
+
+def test_a_long_digit_run_in_a_string_changes_nothing(hub):
+    c = coll()
+    ev = {"id": "x", "timestamp": "2015-02-05T14:55:56.587Z", "phone": "0" * 40, "f": 1e300, "n": 2**64 - 1}
+    r = hub.post("/connect/events", {c: [ev]})
+    assert r.status == 200 and r.json()[c][0]["success"] is True
+    assert raw_stored(hub, c) == [orjson.dumps(ev).decode()]
+
+
 def test_batch_of_5000_ok_and_5001_is_413(hub):
     c = coll()
     events = [{"id": str(i)} for i in range(5000)]

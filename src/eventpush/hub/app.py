@@ -462,11 +462,23 @@ class HubApp:
             raise HTTPError(400, err(f"The request body is not valid JSON: {exc}"), reason=f"bad json: {exc}") from None
 
     # ------------------------------------------------------------------ Connect
+    @staticmethod
+    def _exact(raw: bytes) -> Any:
+        """The Connect body parsed again when it holds integers beyond 64 bits (see ``cn.exact_document``)."""
+        try:
+            return cn.exact_document(raw)
+        except cn.TooDeepToCheck as exc:
+            raise HTTPError(400, _connect_error(str(exc)), reason="too deep to check integers") from None
+
     async def _connect_single(self, scope: Scope, receive: Receive, collection: str, req: _Req) -> Tuple[int, bytes, Headers]:
         project = self._project(scope)
         self.stats.api_request("connect")
-        doc = self._parse(await self._read(scope, receive, req, _connect_error), _connect_error)
+        raw = await self._read(scope, receive, req, _connect_error)
+        doc = self._parse(raw, _connect_error)
         req.events = 1
+        exact = self._exact(raw)
+        if exact is not None:
+            doc = exact
         err = cn.validate_event(doc)
         eid = None
         if err is None:
@@ -511,7 +523,10 @@ class HubApp:
                 raise HTTPError(400, _connect_error(
                     f"Collection names must be 1 to {MAX_COLLECTION_LENGTH} characters long."),
                     reason="bad collection name")
-        prepared, rejected = cn.prepare_batch(doc, cn.server_timestamp(), raw)
+        try:
+            prepared, rejected = cn.prepare_batch(doc, cn.server_timestamp(), raw)
+        except cn.TooDeepToCheck as exc:
+            raise HTTPError(400, _connect_error(str(exc)), reason="too deep to check integers") from None
         groups = [(coll, eids, bodies) for coll, eids, bodies, _, _ in prepared if eids]
         dups = await self.storage.insert("connect", project, groups) if groups else []
         body, stored, ndup = cn.batch_response(prepared, dups)
