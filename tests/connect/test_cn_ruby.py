@@ -77,6 +77,34 @@ def test_sync_single_list_and_batch_against_hub(hub, use_core, coll):
     assert list(stored[0])[:2] == ["id", "timestamp"]  # Ruby order: id and timestamp first
 
 
+@pytest.mark.parametrize("mode", ["sync", "async", "await"])
+def test_empty_batches_are_posted_like_the_gem(hub, use_core, coll, mode):
+    """push("c", []), push({"c": []}) and push({}) post the batch as it is and answer the server's reply."""
+    connect.configure(lambda c: _conf(c, hub.base, mode))
+    calls = [lambda: connect.push(coll, []), lambda: connect.push({coll: [], coll + "-b": []}),
+             lambda: connect.push({})]
+    expected = [{coll: []}, {coll: [], coll + "-b": []}, {}]
+    for call, data in zip(calls, expected):
+        out = call()
+        if mode == "async":
+            got, errors = [], []
+            done = threading.Event()
+            out.response_received(lambda r: (got.append(r), done.set())).error_occured(
+                lambda e: (errors.append(e), done.set()))
+            assert done.wait(10) and not errors
+            (r,) = got
+        elif mode == "await":
+            r = asyncio.run(_await(out))
+        else:
+            r = out
+        assert r.http_status_code == "200" and r.success is True and r.data == data
+    assert hub.events(coll) == []
+
+
+async def _await(aw):
+    return await aw
+
+
 def test_ruby_event_processing(use_core, recorder):
     connect.configure(lambda c: _conf(c, recorder.base))
     when = dt.datetime(2015, 7, 1, 4, 7, 57, 123456)

@@ -235,13 +235,14 @@ class _Client:
                 raise rb_error(exc) from None
             job = partial(self._send_single, first, body)
         else:
+            batch = _as_batch(first, event_or_events)
             try:
-                batches, errs = enc.encode_batch(_as_batch(first, event_or_events))
+                batches, errs = enc.encode_batch(batch)
             except EventError as exc:
                 raise rb_error(exc) from None
             if errs:
                 raise rb_error(errs[0])
-            job = partial(self._send_batches, batches)
+            job = partial(self._send_batches, batches, list(batch))
         return self._dispatch(job)
 
     def _push_buffered(self, first: Any, event_or_events: Any) -> None:
@@ -293,8 +294,12 @@ class _Client:
                                           partial(orjson.loads, body), batch=False, attempts=resp.attempts)
         return r
 
-    def _send_batches(self, batches: List[Any]) -> EventPushResponse:
+    def _send_batches(self, batches: List[Any], collections: List[str]) -> EventPushResponse:
         sent = SentBatches(batches)
+        if not batches:  # no event at all: the gem still posts the batch ({"c": []}) and answers the server's reply
+            resp = self._transport.post(CONNECT_RUBY.batch_path, orjson.dumps({c: [] for c in collections}))
+            return EventPushResponse._from_parts(resp.status, resp.headers.get("Content-Type"), resp.data,
+                                                 sent.by_collection, batch=True, attempts=resp.attempts)
         replies = [self._transport.post(CONNECT_RUBY.batch_path, b) for b in batches]
         if len(replies) == 1:
             resp = replies[0]
