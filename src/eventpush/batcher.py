@@ -197,6 +197,7 @@ class Batcher(_BatcherBase):
         self._room = threading.Condition(self._lock)  # blocked pushers wait for room
         self._idle = threading.Condition(self._lock)  # flush waits for settlement
         self._replay_cv = threading.Condition(self._lock)
+        self._replay_one_at_a_time = threading.Lock()  # the replayer thread and replay_spool(): oldest first
         self._encoder = self._new_encoder()
         self._ready: Deque[Any] = deque()
         self._inflight: Dict[int, Any] = {}
@@ -486,7 +487,8 @@ class Batcher(_BatcherBase):
                 self._replaying = True
                 probe = self._unhealthy
             try:
-                more = self._replay_one(probe)
+                with self._replay_one_at_a_time:
+                    more = self._replay_one(probe)
             except Exception:
                 log.exception("spool replay failed")
                 more = False
@@ -496,6 +498,25 @@ class Batcher(_BatcherBase):
                 if not more:
                     self._replaying = False
                     self._idle.notify_all()
+
+    def replay_spool(self) -> bool:
+        """Replay the spool now, from the calling thread, oldest record first, one attempt per record, until it is
+        empty (True) or the endpoint fails (False: the records stay, the background replay goes on as usual).
+        For callers that must not send newer events before older spooled ones (``EventBatcher``)."""
+        spool = self.spool
+        if spool is None:
+            return True
+        for _ in range(spool.pending()[0]):  # (bounded: a partly delivered record is spooled again, as a new one)
+            try:
+                with self._replay_one_at_a_time:
+                    if not self._replay_one(True):
+                        break
+            except Exception:
+                log.exception("spool replay failed")
+                with self._lock:
+                    self._unhealthy = True
+                break
+        return spool.pending()[0] == 0
 
     def _replay_one(self, probe: bool) -> bool:
         """Replay the oldest spool record; False when the spool is empty or the endpoint still fails."""

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import defaultdict
 
+import orjson
 import pytest
 
 import eventpush
@@ -272,6 +273,33 @@ def test_callback_on_success_only_failures_retried_then_spooled_and_replayed(hub
     assert sorted(int(e["context"][1]) for e in stored) == list(range(21))
     assert b2.stats["replayed"] == 20 and b2.spool_pending() == (0, 0)
     assert sum(map(len, got2)) == 21  # replayed batches count as delivered: their callback fires
+
+
+def test_spooled_batches_go_before_newer_ones_when_sends_succeed_again(hub, make_proxy, tmp_path) -> None:
+    """spec/barchart.md §4.2: a spooled batch is "replayed, oldest first, before newer batches once sends succeed
+    again"."""
+    user = uid()
+    down = [True]
+    proxy = make_proxy(lambda n: "503" if down[0] else None)
+    gw = EventGateway.for_endpoint(proxy.base_url, retry=FAST)
+    got = []
+    with EventBatcher(gw, got.append, interval=60, spool_dir=tmp_path / "spool") as b:
+        b.start().result(20)
+        b.push(ev(user, 1))
+        b.flush().result(20)
+        assert b.spool_pending() == (1, 1) and got == []
+        b.push(ev(user, 2))
+        b.flush().result(20)  # still down: the new batch is spooled after the old one
+        assert b.spool_pending() == (2, 2)
+        down[0] = False
+        b.push(ev(user, 3))
+        b.flush().result(20)
+        assert wait_until(lambda: b.spool_pending() == (0, 0))
+    gw.dispose()
+    sent = [int(e["context"][1]) for body in proxy.bodies for e in orjson.loads(body)["events"]]
+    assert sent == [1, 2, 3]
+    assert [int(e["context"][1]) for created in got for e in created] == [1, 2, 3]
+    assert sorted(int(e["context"][1]) for e in mine(hub, user)) == [1, 2, 3]
 
 
 def test_4xx_is_not_retried_and_reported(hub, make_proxy, tmp_path) -> None:

@@ -437,6 +437,11 @@ class EventBatcher:
 
     def _send(self, items: List[Any]) -> None:
         if items:
+            engine = self._ensure_engine()
+            if engine.spool_pending()[0]:
+                # spooled batches go before newer ones (spec/barchart.md §4.2): one attempt each; if the endpoint
+                # still fails, the new events are tried (and spooled after the old ones)
+                engine.replay_spool()
             self._handoff(items)
         self._ensure_engine().flush()  # seal, wait: delivered, rejected or spooled (and the spool replayed if it can be)
 
