@@ -218,7 +218,7 @@ def machine() -> str:
 
 
 def table(results: List[Dict[str, Any]], baseline_name: Optional[str]) -> str:
-    ref = next((r for r in results if baseline_name and baseline_name in r["name"] and "error" not in r), None)
+    ref = next((r for r in results if baseline_name and baseline_name in r["name"] and "events_per_s" in r), None)
     lines = ["| client | events/s | client CPU s / 1M events | events delivered | sink CPU s | vs segment |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in results:
