@@ -36,7 +36,9 @@ Every event ends in exactly one of these, and the counters say which:
 ``overflow`` applies when ``max_buffered`` events are pushed but not yet settled: ``"block"`` waits for room (at
 most ``block_timeout`` seconds, then :class:`~eventpush.errors.BufferFullError`), ``"raise"`` raises
 ``BufferFullError`` at once (the event is not taken), ``"spill"`` writes the oldest sealed batches to the spool
-from the caller's thread. Nothing is ever dropped (``dropped`` exists to prove it).
+from the caller's thread and never waits (while every buffered event is in flight, the open batch fills up, at most
+one batch over ``max_buffered``, and is spilled once sealed). Nothing is ever dropped (``dropped`` exists to prove
+it).
 
 ``spool_dir``: a directory, ``None`` for the default location (:func:`eventpush.spool.default_spool_dir`, keyed by
 URL, dialect and headers, created only when first needed), or ``False`` for no spool. While the endpoint is
@@ -278,6 +280,11 @@ class Batcher(_BatcherBase):
             raise ClosedError("the batcher is closed")
         if self.overflow == "raise":
             raise BufferFullError(f"the buffer holds {self._buffered} events (max_buffered={self.max_buffered})")
+        if self.overflow == "spill" and not self._ready and \
+                sum(b.count for b in self._inflight.values()) >= self.max_buffered:
+            # every buffered event is on the wire (a slow or hanging endpoint): nothing can be spilled yet. The
+            # open batch fills up meanwhile (at most one batch over max_buffered) and is spilled once sealed.
+            return
         self._seal_locked()  # a full buffer may be all in the open batch: it must get a chance to leave
         if self.overflow == "spill":
             spill: List[Any] = []
@@ -304,8 +311,7 @@ class Batcher(_BatcherBase):
                 self._replay_cv.notify()
                 self._idle.notify_all()
                 log.info("buffer full: spilled %d events to the spool", written)
-            if self._buffered < self.max_buffered:
-                return
+            return  # spill never waits: what is still buffered is on the wire (the open batch fills up meanwhile)
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
         while self._buffered >= self.max_buffered:
             if self._closed:
@@ -342,7 +348,9 @@ class Batcher(_BatcherBase):
                     return
                 batch = self._ready.popleft()
                 self._inflight[id(batch)] = batch
-                probe = self._unhealthy
+                # the endpoint looked down: one attempt, then straight to the spool (without a spool, every batch
+                # gets the full retry policy: failing there means on_error)
+                probe = self._unhealthy and self._spool_dir is not None
             try:
                 self._deliver(batch, probe)
             except Exception:  # never let a worker die: that would strand events
@@ -449,6 +457,7 @@ class Batcher(_BatcherBase):
             with self._lock:
                 self._c["spooled"] += n
                 self._replay_wanted = True
+                self._replay_cv.notify()  # the replayer may be idle: it probes the endpoint from now on
             return
         if self.on_error is not None:
             self._callback(self.on_error, exc, [batch.event(i) for i in range(batch.count)])

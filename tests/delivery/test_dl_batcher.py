@@ -178,6 +178,58 @@ def test_replay_starts_when_the_endpoint_recovers(make_server, spool_dir):
     assert b.stats["replayed"] == 300
 
 
+def test_replay_starts_when_the_endpoint_recovers_without_new_traffic(make_server, spool_dir):
+    s = make_server("collections")
+    s.down()
+    b = Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir)
+    with b:
+        for ev_id in ids(300):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+        assert b.stats["spooled"] == 300
+        s.up()  # nothing new is pushed: the replay thread probes the endpoint on its own
+        assert s.wait_for(unique=300, timeout=30)
+        assert b.flush(30) and b.spool_pending() == (0, 0)
+    assert b.stats["replayed"] == 300
+
+
+def test_overflow_spill_never_waits_for_batches_in_flight(make_server, spool_dir):
+    """The in-flight batches alone fill max_buffered (a hanging endpoint): push() keeps spilling, never waits."""
+    s = make_server("collections", slow_rate=1.0, slow_delay=3.0)
+    b = Batcher(s.url, CONNECT, max_batch_events=50, max_buffered=100, overflow="spill", concurrency=2,
+                retry=FAST_RETRY, spool_dir=spool_dir, interval=None)
+    want = ids(1000)
+    with b:
+        for ev_id in want[:100]:
+            b.push({"id": ev_id}, "c")
+        time.sleep(0.5)  # both workers take a batch: everything buffered is on the wire
+        for ev_id in want[100:]:
+            b.push({"id": ev_id}, "c")
+        st = b.stats
+        # had push() waited for room, the first (3 s) replies would have come back before it returned
+        assert st["delivered"] == 0 and st["spooled"] >= 800
+        s.faults.slow_rate = 0.0
+        assert b.flush(60)
+    assert s.ids() == set(want)
+    assert b.stats["delivered"] == 1000 and b.stats["dropped"] == 0
+
+
+def test_without_a_spool_every_batch_gets_the_retry_policy(make_server):
+    """After a batch failed for good, the next one is not cut to a single attempt when there is no spool."""
+    s = make_server("collections", fail_first=5, statuses=(500,))
+    errors = []
+    b = Batcher(s.url, CONNECT, max_batch_events=10, concurrency=1, spool_dir=False, interval=None,
+                retry=Retry(attempts=4, backoff=0.001, backoff_max=0.005), on_error=lambda e, evs: errors.append(evs))
+    with b:
+        for ev_id in ids(20):
+            b.push({"id": ev_id}, "c")
+        assert b.flush(30)
+    # the first batch: 4 attempts, all 500 (reported); the second: the 5th 500, then delivered on a retry
+    assert b.stats["failed"] == 10 and b.stats["delivered"] == 10
+    assert [len(evs) for evs in errors] == [10]
+    assert s.ids() == set(ids(20)[10:])
+
+
 def test_truncated_spool_is_detected_reported_and_not_sent(make_server, spool_dir):
     s = make_server("collections")
     s.down()
