@@ -41,6 +41,32 @@ def test_pushes_files_and_reports_malformed_lines_without_stopping(server, tmp_p
     assert server.ids() == {"a-1", "a-3", "b-1", "b-2"}
 
 
+def test_input_detection_blank_lead_bom_and_ndjson_starting_with_an_array(server, tmp_path):
+    lead = tmp_path / "lead.json"  # far more leading blank lines than one peek sees
+    lead.write_bytes(b"\n" * 300 + b"  \t[" + b",".join(orjson.dumps({"id": f"l-{i}"}) for i in range(3)) + b"]\n")
+    bom = tmp_path / "bom.ndjson"
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"id": "b-1"}\r\n{"id": "b-2"}\r\n')
+    bom_array = tmp_path / "bom.json"
+    bom_array.write_bytes(b"\xef\xbb\xbf\n[\n" + b",\n".join(orjson.dumps({"id": f"a-{i}"}) for i in range(2)) + b"\n]")
+    mixed = tmp_path / "mixed.ndjson"  # NDJSON whose first value is an array: that line alone is refused
+    mixed.write_bytes(b'[{"id": "m-0"}]\n{"id": "m-1"}\n\n{"id": "m-2"}\n')
+    broken = tmp_path / "broken.json"  # a pretty-printed array with an error is one array, reported once
+    broken.write_bytes(b'\n[\n{"id": "x-1"},\n{"id": "x-2"}\n{"id": "x-3"}\n]\n')
+    out = push(str(lead), str(bom), str(bom_array), str(mixed), str(broken), "--to", server.url,
+               "--collection", "c")
+    assert out.returncode == 1, out.stderr
+    assert server.ids() == {"l-0", "l-1", "l-2", "b-1", "b-2", "a-0", "a-1", "m-1", "m-2"}
+    assert f"{mixed}:1: invalid event" in out.stderr
+    assert f"{broken}:5: malformed JSON" in out.stderr and out.stderr.count(f"{broken}:") == 1
+
+
+def test_batch_over_the_dialect_limit_is_a_usage_error(server, tmp_path):
+    src = write_ndjson(tmp_path / "in.ndjson", 10)
+    out = push(src, "--to", server.url, "--collection", "c", "--batch", "5001")
+    assert out.returncode == 2 and "over the connect dialect's limit of 5000" in out.stderr
+    assert server.received == 0
+
+
 def test_stdin_all_good_exits_zero_with_connect_credentials(make_server, tmp_path):
     from support import EventServer
 
@@ -77,6 +103,71 @@ def test_no_spool_and_endpoint_down_fails_loudly(tmp_path):
     out = push(src, "--to", f"http://127.0.0.1:{free_port_local()}", "--dialect", "ndjson", "--retries", "1")
     assert out.returncode == 1
     assert "100 failed after retries" in out.stderr and "cannot connect" in out.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")
+def test_killed_before_the_first_checkpoint_resumes_without_storing_anything_twice(make_server, tmp_path):
+    """The ids derived from the run must survive a kill that comes before any checkpoint."""
+    s = make_server("collections", slow_rate=1.0, slow_delay=0.01)
+    n = 20_000
+    src = tmp_path / "in.ndjson"
+    with open(src, "wb") as f:
+        for i in range(n):
+            f.write(orjson.dumps({"n": i}) + b"\n")
+    spool = tmp_path / "spool"
+    args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
+            "--spool", str(spool), "--batch", "200", "--concurrency", "1"]  # default checkpoint: 50,000 events
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert s.wait_for(received=1000, timeout=60), "nothing arrived"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    first = -1
+    while first != s.received:
+        first = s.received
+        time.sleep(0.2)
+    assert 0 < first < n
+    s.faults.slow_rate = 0.0
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(e["n"] for e in s.events()) == list(range(n))  # stored exactly once each
+    assert f"{first:,} duplicates" in out.stderr  # everything sent before the kill was recognised
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
+def test_interrupted_run_records_how_far_it_got(make_server, tmp_path):
+    """Ctrl-C delivers or spools what was read and records the line reached: the rerun sends nothing twice, even
+    for a dialect without ids (NDJSON)."""
+    s = make_server("status", slow_rate=1.0, slow_delay=0.01)
+    n = 150_000  # more than the batcher buffers (100,000): the reader waits for room when the interrupt comes
+    src = tmp_path / "in.ndjson"
+    with open(src, "wb") as f:
+        for i in range(n):
+            f.write(b'{"n":%d}\n' % i)
+    spool = tmp_path / "spool"
+    args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--dialect", "ndjson",
+            "--spool", str(spool), "--batch", "200", "--concurrency", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert s.wait_for(received=1000, timeout=60), "nothing arrived"
+        proc.send_signal(signal.SIGINT)
+        s.faults.slow_rate = 0.0  # what was read gets delivered within the interrupt's grace time
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    line = max(e["line"] for e in json.loads((spool / "push-progress.json").read_text())["inputs"].values())
+    assert 0 < line < n and s.received == line  # everything read was delivered, and the line says how far
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert s.received == n  # nothing sent twice
+    assert sorted(e["n"] for e in s.events()) == list(range(n))
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL is POSIX only")

@@ -104,20 +104,47 @@ def _json_error(exc: Exception) -> str:
     return f"malformed JSON: {msg}"
 
 
+_BOM = b"\xef\xbb\xbf"
+_BLANK = b" \t\r\n"
+
+
+def _skip_blanks(stream: BinaryIO) -> int:
+    """Consume a UTF-8 byte order mark and the blank bytes before the first non-blank one; returns how many
+    newlines that consumed (the line number reports and resume positions count from the file's start)."""
+    newlines = 0
+    head = stream.peek(3)  # type: ignore[attr-defined]
+    if head[:3] == _BOM:
+        stream.read(3)
+    while True:
+        chunk = stream.peek(1)  # type: ignore[attr-defined]  # whatever is buffered (waits for a pipe's next bytes)
+        if not chunk:
+            return newlines
+        keep = len(chunk.lstrip(_BLANK))
+        blank = len(chunk) - keep
+        newlines += chunk.count(b"\n", 0, blank)
+        stream.read(blank)
+        if keep:
+            return newlines
+
+
 def _events(inp: _Input, stream: BinaryIO, skip_lines: int, counter: List[int],
             bad: Callable[[str, int, str], None]) -> Iterator[Tuple[int, Any]]:
     """Yield ``(line number, event)``; malformed lines go to ``bad(file, line, reason)``. ``counter[0]`` tracks
     bytes read."""
     import orjson
 
-    first = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-    if first.lstrip()[:1] == b"[":
+    lineno = _skip_blanks(stream)
+    if stream.peek(1)[:1] == b"[":  # type: ignore[attr-defined]
         data = stream.read()
         counter[0] += len(data)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            bad(inp.display, getattr(exc, "lineno", 1), _json_error(exc))
+            if _ndjson_after_all(data):
+                # NDJSON whose first value happens to be an array (reported as an invalid event below)
+                yield from _lines(inp, iter(data.splitlines(keepends=True)), lineno, skip_lines, None, bad)
+            else:
+                bad(inp.display, lineno + getattr(exc, "lineno", 1), _json_error(exc))
             return
         if not isinstance(doc, list):
             bad(inp.display, 1, "a JSON array input must hold a list")
@@ -127,10 +154,31 @@ def _events(inp: _Input, stream: BinaryIO, skip_lines: int, counter: List[int],
             if k >= skip_lines:
                 yield k + 1, ev
         return
-    lineno = 0
-    for raw in stream:
+    yield from _lines(inp, stream, lineno, skip_lines, counter, bad)
+
+
+def _ndjson_after_all(data: bytes) -> bool:
+    """A body that is not one JSON array: NDJSON if its first line is a JSON value on its own and more follows."""
+    import orjson
+
+    first, sep, rest = data.partition(b"\n")
+    if not sep or not rest.strip(_BLANK):
+        return False
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _lines(inp: _Input, lines: Any, lineno: int, skip_lines: int, counter: Optional[List[int]],
+           bad: Callable[[str, int, str], None]) -> Iterator[Tuple[int, Any]]:
+    import orjson
+
+    for raw in lines:
         lineno += 1
-        counter[0] += len(raw)
+        if counter is not None:
+            counter[0] += len(raw)
         if lineno <= skip_lines:
             continue
         line = raw.strip()
@@ -258,12 +306,17 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.batch is not None and args.batch < 1:
         return fail("--batch must be at least 1")
+    if args.batch is not None and dialect.max_batch_events is not None and args.batch > dialect.max_batch_events:
+        return fail(f"--batch {args.batch} is over the {dialect.name} dialect's limit of "
+                    f"{dialect.max_batch_events} events per request")
 
     spool_dir = args.spool
     progress_doc: Dict[str, Any] = {}
     if spool_dir:
         os.makedirs(spool_dir, exist_ok=True)
         progress_doc = _load_progress(spool_dir)
+        # before the first event goes out: the ids derived from the run must be the same after a hard kill
+        _save_progress(spool_dir, progress_doc)
     stamp_ids = bool(spool_dir) and dialect.rules in ("connect_py", "connect_rb")
     run_id = progress_doc.get("run", "")
 
@@ -306,6 +359,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     collection = args.collection if dialect.needs_collection else None
 
+    # where an interrupt finds the run: the input, the line of the event being pushed, the last line fully handled
+    at: Dict[str, Any] = {"key": None, "line": 0, "handled": 0}
+
     def checkpoint(key: str, line: int, final: bool = False) -> None:
         if not spool_dir:
             return
@@ -332,19 +388,22 @@ def run(args: argparse.Namespace) -> int:
                 stream = io.BufferedReader(stream)  # type: ignore[arg-type, type-var]
             since = 0
             last_line = start_line
+            at.update(key=inp.key, line=start_line, handled=start_line)
             try:
                 for lineno, ev in _events(inp, stream, start_line, read_bytes, report_line):
-                    last_line = lineno
+                    last_line = at["line"] = lineno
                     if stamp_ids and isinstance(ev, dict) and "id" not in ev:
                         ev["id"] = str(uuid.uuid5(_RUN_NS, f"{run_id}|{inp.key}|{lineno}"))
                     try:
                         batcher.push(ev, collection)
                     except EventError as exc:
                         invalid += 1
+                        at["handled"] = lineno
                         bar.clear()
                         print(f"{inp.display}:{lineno}: invalid event: {exc}", file=sys.stderr)
                         continue
                     pushed += 1
+                    at["handled"] = lineno
                     since += 1
                     if since >= args.checkpoint and spool_dir:
                         checkpoint(inp.key, lineno)
@@ -360,8 +419,15 @@ def run(args: argparse.Namespace) -> int:
         interrupted = True
         print("\neventpush push: interrupted; delivering or spooling what was read", file=sys.stderr)
     finally:
-        batcher.close(timeout=5.0 if interrupted else None)
+        batcher.close(timeout=5.0 if interrupted else None)  # what was pushed is now delivered, rejected or spooled
         if interrupted and spool_dir:
+            key = at["key"]
+            if key is not None and key != "-":
+                # the event being pushed when the interrupt came was taken if the batcher counted it
+                line = at["line"] if batcher.stats["pushed"] > pushed else at["handled"]
+                entry = progress_doc["inputs"].setdefault(key, {})
+                if not entry.get("done"):
+                    entry["line"] = max(int(entry.get("line", 0)), line)
             try:
                 _save_progress(spool_dir, progress_doc)
             except OSError:
