@@ -587,7 +587,8 @@ class Batcher(_BatcherBase):
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Stop taking events, deliver what is buffered (waiting at most ``timeout`` seconds), spool the rest,
-        and release the threads, the spool and (when owned) the transport. Idempotent."""
+        and release the threads, the spool and (when owned) the transport. Returns within ``timeout`` + 2 s (a
+        grace second for requests in flight to finish, one for the threads to stop). Idempotent."""
         if self._closed:
             return
         with self._lock:
@@ -605,8 +606,11 @@ class Batcher(_BatcherBase):
             self._work.notify_all()
             self._replay_cv.notify_all()
             self._room.notify_all()
+        # one deadline for all the threads (a worker stuck in a read of a hanging endpoint is a daemon thread:
+        # it is left behind, its batch already spooled): close(timeout) returns within timeout + 2 s
+        deadline = time.monotonic() + (1.0 if not done else 5.0)
         for t in self._threads:
-            t.join(1.0 if not done else 5.0)
+            t.join(max(0.0, deadline - time.monotonic()))
         if self.spool is not None:
             self.spool.close()
         if self._owns_transport:
