@@ -137,10 +137,10 @@ def test_push_validates_at_once_and_good_events_go_out(hub, gateway, batchers, t
         "not an event",
     ]
     b.push(ev(user, "a"))
-    for bad in bad_cases:
+    for k, bad in enumerate(bad_cases):
         with pytest.raises(BarchartValidationError) as info:
             b.push(bad)
-        assert info.value.index >= 1 and info.value.field
+        assert info.value.index == 1 + k and info.value.field  # the index of the push() call
     b.push(ev(user, "b"))
     b.start().result(10)
     assert wait_until(lambda: len(mine(hub, user)) == 2)
@@ -177,6 +177,7 @@ def test_generators_are_called_at_send_time_and_a_bad_one_costs_only_itself(hub,
     assert [e["context"][1] for e in mine(hub, user)] == ["0", "3", "4"]
     assert [type(e).__name__ for e, _ in errors] == ["RuntimeError", "BarchartValidationError"]
     assert errors[0][1] == [boom] and errors[1][1] == [bad_event]
+    assert errors[1][0].index == 2 and errors[1][0].field == "product"  # the third push() call
     assert b.stats["rejected"] == 2 and b.running
     b.push(ev(user, 5))
     assert b.flush().result(10) is None  # the loop is still alive

@@ -16,6 +16,7 @@ and flushes are serialised with cycles. A restart bumps a generation number, so 
 from __future__ import annotations
 
 import atexit as _atexit
+import itertools
 import logging
 import threading
 import time
@@ -46,6 +47,16 @@ _ENGINE_COUNTERS = ("sent", "delivered", "retried", "failed", "spooled", "replay
 
 def _is_generator(item: Any) -> bool:
     return callable(item) and not isinstance(item, dict)
+
+
+class _Lazy:
+    """A pushed zero-argument callable, buffered with the index of its push() call (for error reports)."""
+
+    __slots__ = ("fn", "index")
+
+    def __init__(self, fn: Callable[[], Any], index: int) -> None:
+        self.fn = fn
+        self.index = index
 
 
 def _atexit_close(ref: "weakref.ref[EventBatcher]") -> None:
@@ -118,6 +129,7 @@ class EventBatcher:
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)  # executor: jobs / due time; pushers: room
         self._buffer: List[Any] = []
+        self._calls = itertools.count()  # push() calls, accepted or not: the index an error report names
         self._jobs: Deque[Tuple[str, Any, Optional[AwaitableFuture]]] = deque()
         self._running = False
         self._generation = 0
@@ -166,11 +178,15 @@ class EventBatcher:
         """Buffer ``event`` (FIFO). A plain event is validated now: a bad one raises
         :class:`~eventpush.barchart.BarchartValidationError` here and is not buffered. A zero-argument callable is
         called at send time; if it raises or returns a bad event, only that event is rejected (reported through
-        ``error_callback``). Works while stopped (events accumulate). Thread-safe."""
+        ``error_callback``). Either way the error's ``index`` is this call's position among the batcher's push()
+        calls (0-based, accepted or not). Works while stopped (events accumulate). Thread-safe."""
         if self._closed:
             raise ClosedError("the batcher is closed")
-        if not _is_generator(event):
-            event = self._codec.check(event, self._c["pushed"])
+        index = next(self._calls)
+        if _is_generator(event):
+            event = _Lazy(event, index)
+        else:
+            event = self._codec.check(event, index)
         with self._lock:
             if self._closed:
                 raise ClosedError("the batcher is closed")
@@ -409,16 +425,16 @@ class EventBatcher:
         """Evaluate generators (one failure = one rejected event); plain events pass through."""
         out: List[Any] = []
         for item in items:
-            if not _is_generator(item):
+            if type(item) is not _Lazy:
                 out.append(item)
                 continue
             try:
-                event = item()
+                event = item.fn()
             except Exception as exc:
-                self._reject(exc, [item])
+                self._reject(exc, [item.fn])
                 continue
             try:
-                out.append(self._codec.check(event))
+                out.append(self._codec.check(event, item.index))
             except BarchartValidationError as exc:
                 self._reject(exc, [event])
         return out
