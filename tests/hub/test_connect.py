@@ -288,6 +288,17 @@ def test_integers_beyond_64_bits_are_stored_exactly(hub):
     assert got == b'{"results":[{"id":"b2",' + ts + b"," + BIG + b"}]}"
 
 
+def test_integer_beyond_64_bits_in_a_body_too_deep_to_check_is_400(hub):
+    # orjson parses 1,020 levels; Python's parser, which keeps the integer exact, stops near its recursion limit
+    deep = b"[" * 1020 + b"]" * 1020
+    c = coll()
+    r = hub.post("/connect/events", b'{"' + c.encode() + b'":[{"v":123456789012345678901234567890,"d":' + deep + b"}]}")
+    assert r.status == 400
+    assert r.json() == {"errorMessage": "The request body holds an integer beyond 64 bits and nests too deeply to "
+                                        "store it exactly."}
+    assert raw_stored(hub, c) == [] and hub.get("/health").status == 200
+
+
 def test_a_long_digit_run_in_a_string_changes_nothing(hub):
     c = coll()
     ev = {"id": "x", "timestamp": "2015-02-05T14:55:56.587Z", "phone": "0" * 40, "f": 1e300, "n": 2**64 - 1}

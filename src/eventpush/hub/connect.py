@@ -91,14 +91,6 @@ def _long_digit_run(raw: bytes) -> bool:
     return raw.translate(_DIGIT_MAP).find(_DIGIT_RUN) >= 0
 
 
-def _exact_int(text: str) -> Any:
-    if len(text) <= 20:  # (a longer one is out of range; int() refuses over 4,300 digits)
-        v = int(text)
-        if _INT_MIN <= v <= _INT_MAX:
-            return v
-    return orjson.Fragment(text)
-
-
 def exact_document(raw: bytes) -> Optional[Any]:
     """``raw``, a body that ``orjson.loads`` accepted, parsed again so that every integer orjson would have turned
     into a float stays exact: an ``orjson.Fragment`` of its digits, which ``orjson.dumps`` writes back verbatim.
@@ -106,21 +98,22 @@ def exact_document(raw: bytes) -> Optional[Any]:
     when the body nests too deeply for the stdlib parser."""
     if not _long_digit_run(raw):
         return None
+    found = []
+
+    def exact_int(text: str) -> Any:
+        if len(text) <= 20:  # (a longer one is out of range; int() refuses over 4,300 digits)
+            v = int(text)
+            if _INT_MIN <= v <= _INT_MAX:
+                return v
+        found.append(text)
+        return orjson.Fragment(text)
+
     try:
-        doc = json.loads(raw, parse_int=_exact_int)
+        doc = json.loads(raw, parse_int=exact_int)
     except RecursionError:
         raise TooDeepToCheck(
             "The request body holds an integer beyond 64 bits and nests too deeply to store it exactly.") from None
-    return doc if _holds_fragment(doc) else None
-
-
-def _holds_fragment(v: Any) -> bool:
-    t = type(v)
-    if t is dict:
-        return any(_holds_fragment(x) for x in v.values())
-    if t is list:
-        return any(_holds_fragment(x) for x in v)
-    return t is orjson.Fragment
+    return doc if found else None
 
 
 def server_timestamp() -> str:
