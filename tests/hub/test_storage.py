@@ -164,3 +164,28 @@ def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 30_000
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_collections_newest_events_come_from_an_index(tmp_path, caplog):
+    """GET /connect/events/{collection} reads the newest rows of one collection through events_cid, not by sorting
+    the whole collection; a database made before that index gets it when opened (and says so)."""
+    db = str(tmp_path / "i.db")
+    with sqlite3.connect(db) as conn:  # a database as an earlier version made it
+        for stmt in storage._SCHEMA[:3]:
+            conn.execute(stmt)
+        conn.execute("INSERT INTO collections (api, project, name) VALUES ('connect', 'p', 'c')")
+        conn.executemany("INSERT INTO events VALUES (1, ?, ?)", ((str(i), '{"n":%d}' % i) for i in range(100)))
+    caplog.set_level("INFO", logger="eventpush.hub")
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await st.recent("connect", "p", "c", 3) == ['{"n":99}', '{"n":98}', '{"n":97}']
+        await st.close()
+
+    asyncio.run(main())
+    assert "indexing the 100 stored events by collection" in caplog.text
+    with sqlite3.connect(db) as conn:
+        plan = " ".join(r[-1] for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?", (1, 3)))
+    assert "events_cid " in plan + " " and "TEMP B-TREE" not in plan
