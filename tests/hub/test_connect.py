@@ -352,6 +352,12 @@ def test_collection_names_percent_encoded(hub):
     # Python / JS / PHP clients concatenate unescaped: a raw '/' still names the same collection
     assert hub.post("/connect/events/x/y", {"id": "2"}).status == 200
     assert bare(stored(hub, "x/y")) == [{"id": "2"}]
+    # the route's own segments may come percent-encoded too: the name is still read from the raw path
+    assert hub.post("/connect/event%73/" + quote("p q", safe=""), {"id": "3"}).status == 200
+    assert bare(stored(hub, "p q")) == [{"id": "3"}]
+    for path in ("/connect/events/%FF", "/connect/event%73/%FF", "/%63onnect/events/a%C3"):
+        r = hub.post(path, {"id": "4"})
+        assert r.status == 400 and "not valid UTF-8" in r.json()["errorMessage"], path
 
 
 def test_get_newest_first_with_limit(hub):
@@ -361,7 +367,7 @@ def test_get_newest_first_with_limit(hub):
     assert [e["id"] for e in got] == ["9", "8", "7"]
     assert len(hub.get(f"/connect/events/{c}").json()["results"]) == 10
     assert hub.get(f"/connect/events/{coll()}").json() == {"results": []}
-    for bad in ("0", "-1", "x", "10001"):
+    for bad in ("0", "-1", "x", "10001", "%C2%B2", "%E2%91%A0", "9" * 5000):  # (², ①: isdigit() but not ints)
         r = hub.get(f"/connect/events/{c}?limit={bad}")
         assert r.status == 422 and r.json()["errors"][0]["field"] == "limit"
     # another project sees nothing

@@ -360,9 +360,12 @@ class HubApp:
     def _collection(scope: Scope, path: str, offset: int) -> str:
         # The raw path keeps %2F inside a collection name (clients encode it as one segment).
         raw = scope.get("raw_path")
-        if raw is not None and raw[:offset] == path[:offset].encode("utf-8"):
+        if raw is not None:
+            # the name is what follows the route's segments in the raw path (whatever of them a client encoded)
+            slashes = path.count("/", 0, offset)
+            parts = raw.split(b"/", slashes)
             try:
-                name = unquote(raw[offset:].decode("ascii"), errors="strict")
+                name = unquote(parts[-1].decode("ascii"), errors="strict") if len(parts) > slashes else ""
             except UnicodeError:
                 raise HTTPError(400, _connect_error("The collection name in the path is not valid UTF-8."),
                                 reason="bad collection encoding") from None
@@ -556,7 +559,7 @@ class HubApp:
         qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if "limit" in qs:
             raw = qs["limit"][-1]
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_GET_LIMIT:
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not 1 <= int(raw) <= MAX_GET_LIMIT:
                 raise HTTPError(422, orjson.dumps({"errors": [{"field": "limit", "description":
                                 f"limit must be an integer from 1 to {MAX_GET_LIMIT}"}]}), reason="bad limit")
             limit = int(raw)
