@@ -176,6 +176,51 @@ def test_gc_threshold_reaches_every_worker(hub_factory):
     assert len(set(re.findall(r"hub ready \(pid (\d+)\)", workers.logs()))) == 2
 
 
+def test_header_timeout_and_size_limit(hub_factory):
+    """A connection must complete its request headers in time and within the size limit: a silent one is closed,
+    a slow one gets 408, an oversized one 431 (and a log line each); kept-alive requests still work."""
+    hub = hub_factory("--header-timeout", "1", "--max-header-bytes", "2048")
+
+    def connect() -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
+        return s
+
+    def read_all(s: socket.socket) -> bytes:
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    with connect() as idle:
+        assert read_all(idle) == b""  # closed, nothing said
+    with connect() as slow:
+        slow.sendall(b"POST /connect/events/c HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+        reply = read_all(slow)
+    assert reply.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in reply
+    with connect() as big:
+        big.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Project-Id: " + b"p" * 4096 + b"\r\n\r\n")
+        reply = read_all(big)
+    assert reply.startswith(b"HTTP/1.1 431 ") and b"exceed 2048 bytes" in reply
+    with connect() as kept:
+        for _ in range(3):  # each request within the limits, the pauses between them longer than the timeout
+            kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += kept.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = int(next(v for k, _, v in (h.partition(b": ") for h in head.split(b"\r\n")[1:])
+                              if k.lower() == b"content-length"))
+            while len(body) < length:
+                body += kept.recv(65536)
+            assert head.startswith(b"HTTP/1.1 200 ") and orjson.loads(body)["status"] == "ok"
+            time.sleep(1.3)
+    assert hub.get("/health").status == 200
+    logs = hub.logs()
+    assert "408 from 127.0.0.1" in logs and "431 to 127.0.0.1" in logs
+
+
 @pytest.mark.parametrize("fmt", ["lines", "json"])
 def test_keys_file(hub_factory, tmp_path, fmt):
     path = tmp_path / "keys"
@@ -265,6 +310,8 @@ def test_memory_database(hub_factory):
         (["--workers", "0"], "at least 1"),
         (["--db", "/nonexistent/dir/x.db"], "cannot open the database"),
         (["--gc-threshold", "-1"], "gc_threshold must be 0"),
+        (["--header-timeout", "0"], "header_timeout must be more than 0"),
+        (["--max-header-bytes", "100"], "max_header_bytes must be at least 1024"),
     ],
 )
 def test_bad_options_exit_2(args, message):

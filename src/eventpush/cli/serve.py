@@ -44,6 +44,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                    help="log level of the hub and uvicorn (default info; the access log is written at info)")
     p.add_argument("--no-access-log", action="store_true", help="do not write the JSON access log")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds a connection may take to send a request's headers (default 10): a client that "
+                   "started one gets 408, a silent connection is closed")
+    p.add_argument("--max-header-bytes", type=int, default=64 * 1024, metavar="BYTES",
+                   help="maximum request line and headers (default 64 KiB); larger requests get 431")
     p.add_argument("--timeout-keep-alive", type=float, default=5.0, metavar="S",
                    help="close idle keep-alive connections after S seconds (default 5)")
     p.add_argument("--graceful-timeout", type=float, default=30.0, metavar="S",
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             access_log=not args.no_access_log,
             realtime=not args.no_realtime,
             gc_threshold=args.gc_threshold,
+            header_timeout=args.header_timeout,
+            max_header_bytes=args.max_header_bytes,
         )
     except (OSError, ValueError) as exc:
         print(f"eventpush serve: {exc}", file=sys.stderr)
@@ -108,6 +115,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"eventpush serve: cannot open the database {args.db!r}: {exc}", file=sys.stderr)
             return 2
     os.environ[CONFIG_ENV] = config.to_json().decode()
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # uvicorn falls back to h11: its own 16 KiB header limit, no header timeout
+        http = "auto"
+        print("eventpush serve: warning: httptools is not installed; --header-timeout and --max-header-bytes do "
+              "not apply (pip install 'eventpush[hub]')", file=sys.stderr)
+    else:
+        http = "eventpush.hub.http:HubHttpProtocol"  # header timeout and size limit (eventpush.hub.http)
     uvicorn.run(
         "eventpush.hub.app:create_app",
         factory=True,
@@ -120,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         timeout_keep_alive=args.timeout_keep_alive,
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
+        http=http,
     )
     return 0
 

@@ -618,4 +618,11 @@ def create_app(config: Optional[HubConfig] = None) -> HubApp:
         # the default threshold (700) the collector runs every few events and keeps re-walking them (a fifth of
         # the event loop's time at 5,000-event batches). They hold no reference cycles.
         gc.set_threshold(cfg.gc_threshold, *gc.get_threshold()[1:])
+    try:
+        from .http import HubHttpProtocol
+    except ImportError:  # no httptools: uvicorn uses h11 (whose own header limit is 16 KiB)
+        pass
+    else:
+        HubHttpProtocol.header_timeout = cfg.header_timeout
+        HubHttpProtocol.max_header_bytes = cfg.max_header_bytes
     return HubApp(cfg)

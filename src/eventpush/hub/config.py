@@ -24,7 +24,9 @@ class HubConfig:
     and counted). ``root`` (``"connect"`` / ``"barchart"`` / ``None``) also serves that API at ``/events…``.
     ``gc_threshold``: when set, the app factory (:func:`eventpush.hub.app.create_app`) sets the garbage
     collector's first-generation threshold of the process to it (``eventpush serve`` does by default; an app
-    built into another server leaves the collector alone unless asked).
+    built into another server leaves the collector alone unless asked). ``header_timeout`` and
+    ``max_header_bytes`` bound how a request starts (:mod:`eventpush.hub.http`; applied when the server uses
+    :class:`~eventpush.hub.http.HubHttpProtocol`, as ``eventpush serve`` does).
     """
 
     __slots__ = (
@@ -43,6 +45,8 @@ class HubConfig:
         "access_log",
         "realtime",
         "gc_threshold",
+        "header_timeout",
+        "max_header_bytes",
     )
 
     def __init__(
@@ -63,6 +67,8 @@ class HubConfig:
         access_log: bool = True,
         realtime: bool = True,
         gc_threshold: Optional[int] = None,
+        header_timeout: float = 10.0,
+        max_header_bytes: int = 64 * 1024,
     ) -> None:
         if root not in (None, "connect", "barchart"):
             raise ValueError(f"root must be 'connect', 'barchart' or None, not {root!r}")
@@ -72,6 +78,10 @@ class HubConfig:
             raise ValueError("synchronous must be 'off', 'normal' or 'full'")
         if gc_threshold is not None and int(gc_threshold) < 0:
             raise ValueError("gc_threshold must be 0 (Python's default) or more")
+        if not float(header_timeout) > 0:
+            raise ValueError("header_timeout must be more than 0 seconds")
+        if int(max_header_bytes) < 1024:
+            raise ValueError("max_header_bytes must be at least 1024")
         self.projects: Dict[str, FrozenSet[str]] = {str(p): frozenset(k) for p, k in (projects or {}).items()}
         self.db = db
         self.sink = bool(sink)
@@ -87,6 +97,8 @@ class HubConfig:
         self.access_log = bool(access_log)
         self.realtime = bool(realtime)
         self.gc_threshold = None if not gc_threshold else int(gc_threshold)
+        self.header_timeout = float(header_timeout)
+        self.max_header_bytes = int(max_header_bytes)
 
     def to_json(self) -> bytes:
         """Serialize (for the worker processes)."""

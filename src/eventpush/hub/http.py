@@ -1,0 +1,138 @@
+"""The hub's HTTP/1.1 protocol for uvicorn: httptools' parser with limits on how requests start.
+
+uvicorn bounds a request's body (the hub does: ``--max-body``, ``--body-timeout``) and the idle time between two
+requests on a kept-alive connection (``--timeout-keep-alive``), but not how long a client may take to send a
+request's headers, nor how large they may be (httptools has no header limit). A few hundred silent sockets could
+then hold every file descriptor of the process, and one 20 MiB header went into memory whole. Here:
+
+* a connection must complete each request's headers within ``header_timeout`` seconds of opening (or of the
+  request's first byte): a client that started a request gets ``408`` and a log line; a connection that never
+  sent a byte is closed quietly (browsers open spare connections);
+* the request line and headers together may hold at most ``max_header_bytes``: past it the client gets ``431``,
+  the connection is closed and nothing more of it is read or kept.
+
+``eventpush serve`` selects this class (``http="eventpush.hub.http:HubHttpProtocol"``) and :func:`create_app`
+sets the two limits from the :class:`~eventpush.hub.config.HubConfig` in every worker process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Optional
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["HubHttpProtocol", "DEFAULT_HEADER_TIMEOUT", "DEFAULT_MAX_HEADER_BYTES"]
+
+log = logging.getLogger("eventpush.hub")
+
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+
+
+class HubHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a header size limit (see the module docstring)."""
+
+    #: seconds to complete a request's headers (set per process by the app factory)
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    #: bytes of request line and headers allowed per request
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: Optional[asyncio.TimerHandle] = None
+        self._header_bytes = 0
+        self._in_headers = False  # a request has started and its headers are not complete yet
+        self._refused = False  # a 431 / 408 was sent: nothing more of this connection is read
+
+    # -- the header timer ------------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        who = "%s:%d" % self.client if self.client else "a client"
+        if self._in_headers:
+            log.warning("408 from %s: request headers not complete within %g s", who, self.header_timeout)
+            self._refuse(408, b"Request Timeout",
+                         f"The request headers did not arrive within {self.header_timeout:g} s.")
+        else:
+            log.debug("closed an idle connection from %s: no request within %g s", who, self.header_timeout)
+            self._refused = True
+            self.transport.close()
+
+    def _refuse(self, status: int, reason: bytes, message: str) -> None:
+        self._refused = True
+        self._disarm()
+        body = orjson.dumps({"errorMessage": message})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, reason, len(body)) + body
+        )
+        self.transport.close()
+
+    def _count(self, n: int) -> bool:
+        """Count header bytes; False (and a 431 sent) once past the limit."""
+        self._header_bytes += n
+        if self._header_bytes <= self.max_header_bytes:
+            return True
+        who = "%s:%d" % self.client if self.client else "a client"
+        log.warning("431 to %s: request line and headers over %d bytes", who, self.max_header_bytes)
+        self._refuse(431, b"Request Header Fields Too Large",
+                     f"The request line and headers exceed {self.max_header_bytes} bytes.")
+        return False
+
+    # -- uvicorn's hooks -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._in_headers = True
+        self._arm()  # a request after a kept-alive one gets the same time for its headers
+
+    def on_url(self, url: bytes) -> None:
+        if not self._refused and self._count(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused and self._count(len(name) + len(value) + 4):
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
