@@ -375,6 +375,22 @@ def test_get_newest_first_with_limit(hub):
     assert hub.get(f"/connect/events/{c}", headers=other).json() == {"results": []}
 
 
+def test_long_get_replies_are_sent_a_page_at_a_time(hub):
+    c = coll()
+    for start in range(0, 1500, 500):
+        assert hub.post("/connect/events", {c: [{"id": str(i), "pad": "p" * 100} for i in range(start, start + 500)]}
+                        ).status == 200
+    for limit, want in ((1000, 1000), (400, 400), (10_000, 1500), (200, 200), (150, 150)):
+        r = hub.get(f"/connect/events/{c}?limit={limit}")
+        assert r.status == 200
+        assert [e["id"] for e in r.json()["results"]] == [str(i) for i in range(1499, 1499 - want, -1)], limit
+        # over one page (200 events), the reply is streamed
+        assert (r.headers.get("transfer-encoding") == "chunked") is (limit > 200 and want >= 200), limit
+    other = coll()
+    hub.post("/connect/events", {other: [{"id": str(i)} for i in range(200)]})
+    assert len(hub.get(f"/connect/events/{other}?limit=5000").json()["results"]) == 200
+
+
 # ---------------------------------------------------------------- request-level errors
 
 def test_malformed_json_400(hub):

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote
 
 import orjson
@@ -37,6 +37,17 @@ _JSON_CLOSE = _JSON + [(b"connection", b"close")]
 
 MAX_GET_LIMIT = 10_000
 DEFAULT_GET_LIMIT = 100
+#: a GET reply over this many events is read and sent a page at a time (chunked): at most ~13 MB of 64 kB events
+GET_PAGE_EVENTS = 200
+
+
+class _Stream:
+    """A reply body sent in chunks as they come (``Transfer-Encoding: chunked``)."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self.chunks = chunks
 MAX_COLLECTION_LENGTH = 255
 
 
@@ -235,6 +246,7 @@ class HubApp:
         if self._idle is not None:
             self._idle.clear()
         headers: Headers = _JSON
+        bytes_out = 0
         try:
             try:
                 status, body, headers = await self._route(scope, receive, req)
@@ -253,7 +265,19 @@ class HubApp:
                     body = orjson.dumps([bc.reason("REQUEST_GENERAL_FAILURE", bc.MSG_GENERAL_FAILURE)])
                 else:
                     body = _connect_error(cn.MSG_SERVER_ERROR)
-            if status != 499:
+            if type(body) is _Stream:
+                await send({"type": "http.response.start", "status": status, "headers": headers})  # chunked
+                sent = 0
+                try:
+                    async for chunk in body.chunks:
+                        sent += len(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                except Exception:  # the reply started: the connection is cut, so the client sees it incomplete
+                    log.exception("%s %s failed after its reply started", scope["method"], path)
+                    raise
+                await send({"type": "http.response.body", "body": b""})
+                bytes_out = sent
+            elif status != 499:
                 await send(
                     {
                         "type": "http.response.start",
@@ -262,6 +286,7 @@ class HubApp:
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
+                bytes_out = len(body)
         finally:
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:
@@ -280,7 +305,7 @@ class HubApp:
                         "path": path,
                         "status": status,
                         "bytes_in": req.bytes_in,
-                        "bytes_out": len(body),
+                        "bytes_out": bytes_out,
                         "ms": round((time.perf_counter() - t0) * 1000, 3),
                         "api": req.api,
                         "collection": req.collection,
@@ -563,9 +588,27 @@ class HubApp:
                 raise HTTPError(422, orjson.dumps({"errors": [{"field": "limit", "description":
                                 f"limit must be an integer from 1 to {MAX_GET_LIMIT}"}]}), reason="bad limit")
             limit = int(raw)
-        rows = await self.storage.recent("connect", project, collection, limit)
+        first = min(limit, GET_PAGE_EVENTS)
+        rows, cursor = await self.storage.recent_page("connect", project, collection, first)
         req.events = len(rows)
-        return 200, ('{"results":[' + ",".join(rows) + "]}").encode(), _JSON
+        head = ('{"results":[' + ",".join(rows)).encode()
+        if cursor is None or limit <= first:
+            return 200, head + b"]}", _JSON
+        return 200, _Stream(self._get_pages(project, collection, limit, head, cursor, req)), _JSON  # type: ignore
+
+    async def _get_pages(self, project: str, collection: str, limit: int, head: bytes, cursor: Optional[int],
+                         req: _Req) -> AsyncIterator[bytes]:
+        """A long GET reply, a page of events at a time: memory stays one page whatever ``limit`` is, and a
+        client that does not read holds only what the transport buffers."""
+        yield head
+        while cursor is not None and req.events < limit:
+            rows, cursor = await self.storage.recent_page("connect", project, collection,
+                                                          min(GET_PAGE_EVENTS, limit - req.events), cursor)
+            if not rows:
+                break
+            req.events += len(rows)
+            yield ("," + ",".join(rows)).encode()
+        yield b"]}"
 
     # ------------------------------------------------------------------ Barchart
     async def _barchart_events(self, scope: Scope, receive: Receive, req: _Req) -> Tuple[int, bytes, Headers]:

@@ -165,6 +165,12 @@ class Storage:
     async def recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:  # pragma: no cover
         raise NotImplementedError
 
+    async def recent_page(self, api: str, project: str, collection: str, limit: int,
+                          before: Optional[int] = None) -> Tuple[List[str], Optional[int]]:
+        """Up to ``limit`` of a collection's events, newest first, older than the cursor ``before`` (``None``:
+        from the newest); returns them and the cursor for the next page (``None`` when there is none)."""
+        return await self.recent(api, project, collection, limit), None
+
 
 class SinkStorage(Storage):
     """``--sink``: nothing is stored; every event that passed validation counts as accepted."""
@@ -447,15 +453,28 @@ class SQLiteStorage(Storage):
         )
 
     def _recent(self, api: str, project: str, collection: str, limit: int) -> List[str]:
+        return self._recent_page(api, project, collection, limit, None)[0]
+
+    async def recent_page(self, api: str, project: str, collection: str, limit: int,
+                          before: Optional[int] = None) -> Tuple[List[str], Optional[int]]:
+        if self._reader is None or self._closed:
+            raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader, self._recent_page, api, project, collection, limit, before
+        )
+
+    def _recent_page(self, api: str, project: str, collection: str, limit: int,
+                     before: Optional[int]) -> Tuple[List[str], Optional[int]]:
         conn: sqlite3.Connection = self._local.conn
         row = conn.execute(
             "SELECT cid FROM collections WHERE api = ? AND project = ? AND name = ?", (api, project, collection)
         ).fetchone()
         if row is None:
-            return []
-        return [
-            r[0]
-            for r in conn.execute(
-                "SELECT body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?", (row[0], limit)
-            )
-        ]
+            return [], None
+        if before is None:
+            rows = conn.execute("SELECT rowid, body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?",
+                                (row[0], limit)).fetchall()
+        else:
+            rows = conn.execute("SELECT rowid, body FROM events WHERE cid = ? AND rowid < ? ORDER BY rowid DESC "
+                                "LIMIT ?", (row[0], before, limit)).fetchall()
+        return [body for _, body in rows], (rows[-1][0] if len(rows) == limit else None)
