@@ -1311,12 +1311,29 @@ cdef inline bint _two(const unsigned char* p, char hi_max, char lo_max_at_hi_max
             and (p[0] < hi_max or p[1] <= lo_max_at_hi_max))
 
 
+cdef inline bint _leap(const unsigned char* p) noexcept:
+    cdef int y = (p[0] - 48) * 1000 + (p[1] - 48) * 100 + (p[2] - 48) * 10 + (p[3] - 48)
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+cdef bint _real_day(const unsigned char* p) noexcept:
+    """The day of ``YYYY-MM-DD`` (digits checked) exists in its month (proleptic Gregorian leap years)."""
+    cdef int d = (p[8] - 48) * 10 + (p[9] - 48)
+    cdef int m
+    if d <= 28:
+        return True
+    m = (p[5] - 48) * 10 + (p[6] - 48)
+    if d <= 30:
+        return m != 2 or (d == 29 and _leap(p))
+    return m == 1 or m == 3 or m == 5 or m == 7 or m == 8 or m == 10 or m == 12
+
+
 cdef bint _hub_timestamp_ok(const unsigned char* p, Py_ssize_t n) noexcept:
     """The hub's ISO-8601 rule (``eventpush.hub.connect._TIMESTAMP``) on ASCII text::
 
         YYYY-MM-DDTHH:MM[:SS[.fraction of 1 to 9 digits]][Z | +HH:MM | +HHMM | -…]
 
-    month 01-12, day 01-31, hour 00-23, minute 00-59, second 00-60, offset hours 00-23."""
+    month 01-12, day 01-31 and existing in that month, hour 00-23, minute 00-59, second 00-60, offset hours 00-23."""
     cdef Py_ssize_t i, k
     if n < 16:
         return False
@@ -1329,6 +1346,8 @@ cdef bint _hub_timestamp_ok(const unsigned char* p, Py_ssize_t n) noexcept:
             or (p[8] == b'3' and (p[9] == b'0' or p[9] == b'1'))):
         return False
     if not (_two(p + 11, b'2', b'3') and _two(p + 14, b'5', b'9')):
+        return False
+    if not _real_day(p):
         return False
     i = 16
     if i < n and p[i] == b':':

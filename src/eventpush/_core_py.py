@@ -785,9 +785,26 @@ _TWO_63 = float(1 << 63)
 _MAX_NESTING = 255  # the compiled writer leaves a container at this depth (orjson's limit) to the exact path
 
 
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _real_day(text: str) -> bool:
+    """The day of a ``HUB_TIMESTAMP`` match exists in its month (proleptic Gregorian leap years)."""
+    d = int(text[8:10])
+    if d <= 28:
+        return True
+    m = int(text[5:7])
+    if d <= _MONTH_DAYS[m - 1]:
+        return True
+    if m != 2 or d != 29:
+        return False
+    y = int(text[:4])
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
 def hub_timestamp_ok(text: str) -> bool:
-    """``True`` when ``text`` is a timestamp the hub accepts."""
-    return _hub_ts(text) is not None
+    """``True`` when ``text`` is a timestamp the hub accepts: ``HUB_TIMESTAMP``, on a day that exists."""
+    return _hub_ts(text) is not None and _real_day(text)
 
 
 def _hub_plain(v: Any, depth: int) -> bool:

@@ -112,12 +112,17 @@ def test_period_and_long_names_422(hub):
 
 @pytest.mark.parametrize(
     "ts",
-    ["yesterday", "2015-13-01T00:00:00Z", "2015-02-05", "2015-02-05T25:00:00Z", 1423148156587, True, {"a": 1}, ""],
+    ["yesterday", "2015-13-01T00:00:00Z", "2015-02-05", "2015-02-05T25:00:00Z", 1423148156587, True, {"a": 1}, "",
+     "2015-02-29T00:00:00Z", "2015-02-30T00:00:00Z", "2015-04-31T12:00:00Z"],
 )
 def test_invalid_timestamp_422(hub, ts):
     r = hub.post(f"/connect/events/{coll()}", {"timestamp": ts})
     assert r.status == 422
     assert r.json()["errors"][0]["field"] == "timestamp"
+    # in a batch (the bulk path), the event is refused alone
+    c = coll()
+    r = hub.post("/connect/events", {c: [{"id": "a", "timestamp": "2016-02-29T00:00:00Z"}, {"id": "b", "timestamp": ts}]})
+    assert [i["success"] for i in r.json()[c]] == [True, False]
 
 
 @pytest.mark.parametrize(

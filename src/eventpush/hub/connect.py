@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import orjson
 
 from .. import _impl
-from .._core_py import HUB_TIMESTAMP
+from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok
 from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
 
 __all__ = [
@@ -59,7 +59,7 @@ DESC_ID = "id must be a non-empty string of at most 255 characters"
 # ISO-8601 date and time; seconds, fraction and offset optional (naive values are taken as UTC, like the docs'
 # "converted to UTC"; connect-python sends naive isoformat()). The encoder core holds the rule: its compiled
 # bulk path checks the same thing in C.
-_TIMESTAMP = HUB_TIMESTAMP.match
+_timestamp_ok = hub_timestamp_ok  # the pattern HUB_TIMESTAMP, on a day that exists
 
 # PERF: with the compiled core, one C walk per collection checks and writes every event (~0.4 us per event);
 # the pure-Python fallback below scans the raw body first (~1.5 us in all).
@@ -168,7 +168,7 @@ def validate_event(ev: Any) -> Optional[Tuple[int, Any]]:
     if reserved is not None:
         return 400, reserved
     ts = ev.get("timestamp")
-    if ts is not None and (type(ts) is not str or _TIMESTAMP(ts) is None):
+    if ts is not None and (type(ts) is not str or not _timestamp_ok(ts)):
         errors.append({"field": "timestamp", "description": DESC_TIMESTAMP})
     eid = ev.get("id")
     if eid is not None and (type(eid) is not str or not eid or len(eid) > MAX_KEY_LENGTH):
@@ -252,6 +252,7 @@ def _fast_collection(events: List[Any]) -> Optional[Tuple[List[str], List[bytes]
         or _IDS(jids) is None
         or jstamps.count("\n") != n - 1
         or _TIMESTAMPS(jstamps) is None
+        or (("-29T" in jstamps or "-30T" in jstamps or "-31T" in jstamps) and not all(map(_timestamp_ok, stamps)))
         or len(set(ids)) != n
     ):
         return None
