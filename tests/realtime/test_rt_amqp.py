@@ -141,6 +141,56 @@ def test_two_nodes_behave_as_one(rabbitmq_url, spawn, uid):
     assert got == [b"m0", b"m1", b"m2", b"m3"]
 
 
+def test_any_channel_and_consumer_id_work_on_rabbitmq(rabbitmq_url, spawn, uid):
+    """Channels and consumer ids the embedded broker takes work on RabbitMQ too, though aio-pika carries only some
+    names: those are hashed, the same on every node; the plain ones keep the exact topology names."""
+    from urllib.parse import quote
+
+    from eventpush.realtime.amqp import amqp_name
+
+    a = spawn(amqp_app(rabbitmq_url, timeout=10, queue_ttl=10))
+    b = spawn(amqp_app(rabbitmq_url, timeout=10, queue_ttl=10))
+    for chan, cid in ((f"/caf\u00e9/{uid}", "user~1"), (f"/a=b!/{uid}", "YWJj=="), ("/" + "x" * 150 + uid, "a!b")):
+        url = a.url + quote(chan)
+        open_queue(url, cid)
+        out = []
+        t = bg_poll(url, cid, out)
+        assert requests.post(b.url + quote(chan), data=chan.encode()).status_code == 204
+        t.join(15)
+        assert out[0].status_code == 200 and out[0].content == chan.encode()
+        assert amqp_name(chan).startswith("#") and passive("exchange", amqp_name(chan))
+    # the node keeps publishing afterwards (a name the client library refused used to stop its publisher)
+    chan = f"/plain/{uid}"
+    open_queue(a.url + chan, "p")
+    assert requests.post(b.url + chan, data=b"still here").status_code == 204
+    assert requests.get(a.url + chan, headers={"Consumer-Id": "p"}, timeout=15).content == b"still here"
+    assert amqp_name(chan) == chan
+
+
+def test_a_channel_rabbitmq_refuses_fails_alone(rabbitmq_url, spawn, uid):
+    """An exchange of the channel's name exists with another type: publishing to it is a 400 that says why, and
+    the node goes on publishing to every other channel."""
+    taken = f"/taken/{uid}"
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        conn.channel().exchange_declare(taken, exchange_type="direct", auto_delete=False)
+        a = spawn(amqp_app(rabbitmq_url, timeout=10, queue_ttl=10))
+        r = requests.post(a.url + taken, data=b"x", timeout=15)
+        assert r.status_code == 400 and "refuses" in r.text and "PRECONDITION_FAILED" in r.text
+        r = requests.get(a.url + taken, headers={"Consumer-Id": "t"}, timeout=15)
+        assert r.status_code == 400 and "refuses" in r.text
+        chan = f"/fine/{uid}"
+        open_queue(a.url + chan, "f")
+        for i in range(3):
+            assert requests.post(a.url + chan, data=b"%d" % i, timeout=15).status_code == 204
+        got = [requests.get(a.url + chan, headers={"Consumer-Id": "f"}, timeout=15).content for _ in range(3)]
+        assert got == [b"0", b"1", b"2"]
+    finally:
+        if conn.is_open:
+            conn.channel().exchange_delete(taken)
+            conn.close()
+
+
 def test_no_queue_means_dropped_and_unacked_requeued(rabbitmq_url, spawn, uid):
     a = spawn(amqp_app(rabbitmq_url, timeout=1, queue_ttl=10))
     chan = f"/drop/{uid}"

@@ -7,6 +7,12 @@
 - consumption on one shared channel with ``prefetch 1`` per consumer and manual acks, settled only after the
   transport handed the message to the client.
 
+A channel is an opaque string, but aio-pika's protocol layer (pamqp) carries only names of the characters
+``a-zA-Z0-9-_.:@#,/+`` and space, exchange names of at most 127: any other channel (or queue) name is replaced by
+``"#"`` and the SHA-256 of its UTF-8 bytes, on every node alike (:func:`amqp_name`). An exchange RabbitMQ refuses
+(one of that name exists with another type or arguments, or permissions deny it) fails the messages for that
+channel with :class:`~eventpush.realtime.InvalidChannelError` (a 400), counted in ``refused``; the others go on.
+
 aio-pika's ``connect_robust`` reconnects after a broker restart; per-request queues and consumers are declared
 non-robust (they must not pile up in aio-pika's restore registry) and are re-opened by the subscription itself
 when its channel died. Publishing goes through one pump task with publisher confirms: ``publish()`` is a
@@ -17,25 +23,50 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
+import re
 import threading
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 try:
     import aio_pika
+    import aiormq.exceptions
     from aio_pika import ExchangeType
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("the amqp realtime backend needs aio-pika: pip install 'eventpush[amqp]'") from exc
 
-from ._base import BrokerUnavailableError, check_channel, check_consumer
+from ._base import BrokerUnavailableError, InvalidChannelError, check_channel, check_consumer
 from .backends import Backend, Delivery, Subscription, register_backend
 
-__all__ = ["AmqpBackend", "DEFAULT_URL"]
+__all__ = ["AmqpBackend", "DEFAULT_URL", "amqp_name"]
 
 log = logging.getLogger("eventpush.realtime.amqp")
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+# The names pamqp (under aio-pika) lets through, for exchanges and queues alike; exchanges have at most 127.
+_AMQP_NAME = re.compile(r"[a-zA-Z0-9\-_.:@#,/+ ]*\Z")
+_MAX_EXCHANGE = 127
+_MAX_QUEUE = 255
+
+# RabbitMQ refuses this exchange (or queue): retrying cannot help, only the messages for that channel fail.
+_REFUSED = (
+    aiormq.exceptions.ChannelPreconditionFailed,  # another exchange of that name: other type or arguments
+    aiormq.exceptions.ChannelAccessRefused,
+    aiormq.exceptions.ChannelNotFoundEntity,
+    aiormq.exceptions.ChannelLockedResource,
+)
+
+
+def amqp_name(name: str, limit: int = _MAX_EXCHANGE) -> str:
+    """``name`` itself when RabbitMQ's client can carry it (the topology names exchanges exactly as channels), else
+    ``"#"`` and the SHA-256 of its UTF-8 bytes (65 characters): the same on every node."""
+    if len(name) <= limit and _AMQP_NAME.match(name):
+        return name
+    return "#" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()
+
 
 # Exceptions that mean "the broker/channel is away right now" rather than a bug.
 _AWAY = (
@@ -87,6 +118,7 @@ class AmqpBackend(Backend):
         self.dropped_overflow = 0
         self.publish_retries = 0
         self.reconnects = 0
+        self.refused = 0  # messages failed because RabbitMQ refused their channel's exchange
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -284,18 +316,36 @@ class AmqpBackend(Backend):
     async def _publish_batch(self, batch: List[Tuple[str, bytes, Optional[asyncio.Future]]]) -> list:
         ch = self._pub_ch
         real = [it for it in batch if it[0]]
+        exchanges: Dict[str, Any] = {}
+        refused: Optional[Tuple[str, BaseException]] = None
         try:
             if real:
                 await ch.ready()
-                exchanges: Dict[str, Any] = {}
                 for name, _, _ in real:
                     if name not in exchanges:
                         exchanges[name] = await ch.declare_exchange(
-                            name, ExchangeType.FANOUT, auto_delete=True, robust=False
+                            amqp_name(name), ExchangeType.FANOUT, auto_delete=True, robust=False
                         )
+        except _REFUSED as exc:  # the broker closed the channel: it reopens; the other channels are retried
+            refused = (name, exc)
         except _AWAY as exc:
             log.debug("publish deferred (%s)", exc)
             return batch
+        if refused is not None:
+            name, exc = refused
+            keep: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+            err = InvalidChannelError(f"RabbitMQ refuses the exchange of channel {name!r}: {exc}")
+            n = 0
+            for it in batch:
+                if it[0] != name:
+                    keep.append(it)
+                    continue
+                n += 1
+                if it[2] is not None and not it[2].done():
+                    it[2].set_exception(err)
+            self.refused += n
+            log.error("%d message(s) for channel %r not published: %s", n, name, err)
+            return keep
         results = await asyncio.gather(
             *(exchanges[name].publish(aio_pika.Message(body), routing_key="") for name, body, _ in real),
             return_exceptions=True,
@@ -339,6 +389,7 @@ class AmqpBackend(Backend):
             "dropped_overflow": self.dropped_overflow,
             "publish_retries": self.publish_retries,
             "reconnects": self.reconnects,
+            "refused": self.refused,
         }
 
 
@@ -364,7 +415,7 @@ class _AmqpSubscription(Subscription):
         self._b = backend
         self.consumer = consumer
         self.channel = channel
-        self.queue_name = f"{consumer}@{channel}"
+        self.queue_name = amqp_name(f"{consumer}@{channel}", _MAX_QUEUE)
         self._queue: Any = None
         self._tag: Optional[str] = None
         self._closing: Optional[asyncio.Future] = None
@@ -380,12 +431,15 @@ class _AmqpSubscription(Subscription):
         ch = b._sub_ch
         try:
             und = await ch.get_underlay_channel()
-            ex = await ch.declare_exchange(self.channel, ExchangeType.FANOUT, auto_delete=True, robust=False)
+            ex = await ch.declare_exchange(amqp_name(self.channel), ExchangeType.FANOUT, auto_delete=True,
+                                           robust=False)
             q = await ch.declare_queue(
                 self.queue_name, arguments={"x-expires": int(b.queue_ttl * 1000)}, robust=False
             )
             await q.bind(ex, robust=False)
             self._tag = await q.consume(self._on_message, no_ack=False, robust=False)
+        except _REFUSED as exc:
+            raise InvalidChannelError(f"RabbitMQ refuses channel {self.channel!r}: {exc}") from exc
         except _AWAY as exc:
             raise BrokerUnavailableError(f"cannot subscribe {self.queue_name!r}: {exc}") from exc
         self._queue = q

@@ -297,6 +297,10 @@ class Dispatcher:
         except _Reject as r:
             await _respond(send, r.status, cors + [(b"content-type", b"text/plain; charset=utf-8")],
                            r.reason.encode("utf-8") + b"\n")
+        except InvalidChannelError as exc:  # the broker refuses the channel (RabbitMQ: its exchange)
+            log.warning("%s", exc)
+            await _respond(send, 400, cors + [(b"content-type", b"text/plain; charset=utf-8")],
+                           str(exc).encode("utf-8", "replace") + b"\n")
         except BrokerUnavailableError as exc:
             log.warning("broker unavailable: %s", exc)
             await _respond(send, 503, cors + [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
