@@ -294,6 +294,38 @@ def test_graceful_shutdown_finishes_in_flight_request(hub_factory):
     assert "database closed" in hub.logs()
 
 
+def test_shutdown_ends_realtime_streams_and_long_polls(hub_factory):
+    """SSE streams and long-polls are open-ended: a graceful shutdown ends them (the stream closes cleanly, the
+    poll gets 204) instead of waiting out the graceful timeout."""
+    hub = hub_factory("--graceful-timeout", "60")
+
+    def read_until(s: socket.socket, marker: bytes) -> bytes:
+        data = b""
+        while marker not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    sse = socket.create_connection(("127.0.0.1", hub.port), timeout=30)
+    poll = socket.create_connection(("127.0.0.1", hub.port), timeout=30)
+    try:
+        sse.sendall(b"GET /push/shutdown-sse?cid=s1 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        assert b"text/event-stream" in read_until(sse, b":\n\n")
+        poll.sendall(b"GET /push/shutdown-poll HTTP/1.1\r\nHost: x\r\nConsumer-Id: p1\r\n\r\n")
+        time.sleep(0.5)  # the long-poll is waiting for a message
+        t0 = time.monotonic()
+        hub.proc.send_signal(signal.SIGTERM)
+        assert read_until(sse, b"0\r\n\r\n").endswith(b"0\r\n\r\n")  # the chunked stream ended properly
+        assert status_of(read_until(poll, b"\r\n\r\n"))[0] == 204
+        assert hub.proc.wait(30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - t0 < 20  # (the graceful timeout is 60 s)
+    finally:
+        sse.close()
+        poll.close()
+
+
 def test_memory_database(hub_factory):
     hub = hub_factory(db=":memory:")
     assert hub.post("/connect/events/m", {"id": "1"}, headers={}).status == 200

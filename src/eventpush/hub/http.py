@@ -9,7 +9,10 @@ then hold every file descriptor of the process, and one 20 MiB header went into 
   request's first byte): a client that started a request gets ``408`` and a log line; a connection that never
   sent a byte is closed quietly (browsers open spare connections);
 * the request line and headers together may hold at most ``max_header_bytes``: past it the client gets ``431``,
-  the connection is closed and nothing more of it is read or kept.
+  the connection is closed and nothing more of it is read or kept;
+* when uvicorn begins a graceful shutdown, the realtime Dispatchers end their SSE streams and answer their
+  long-polls (204), which would otherwise hold the server until its graceful timeout. A Dispatcher served alone
+  gets the same with ``uvicorn --http eventpush.hub.http:HubHttpProtocol``.
 
 ``eventpush serve`` selects this class (``http="eventpush.hub.http:HubHttpProtocol"``) and :func:`create_app`
 sets the two limits from the :class:`~eventpush.hub.config.HubConfig` in every worker process.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any, Optional
 
 import orjson
@@ -128,6 +132,14 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._in_headers = False
         self._disarm()
         super().on_headers_complete()
+
+    def shutdown(self) -> None:
+        """uvicorn begins a graceful shutdown: besides finishing in-flight requests, end the open-ended ones (the
+        realtime SSE streams and long-polls), which would otherwise hold the server until its timeout."""
+        dispatcher = sys.modules.get("eventpush.realtime.dispatcher")
+        if dispatcher is not None:
+            dispatcher.end_all_streams()  # type: ignore[attr-defined]
+        super().shutdown()
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:

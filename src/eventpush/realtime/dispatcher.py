@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import struct
+import weakref
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from urllib.parse import parse_qs
 
@@ -165,6 +166,21 @@ class Dispatcher:
         self._started = False
         self._start_lock: Optional[asyncio.Lock] = None
         self.dropped_non_utf8 = 0
+        self._ending: Optional[asyncio.Future] = None  # set once the server shuts down: streams end
+        _live.add(self)
+
+    def end_streams(self) -> None:
+        """The server is shutting down: SSE streams end, long-polls answer 204 now (their queues keep the messages
+        for the next request, elsewhere). Called on the event loop by ``eventpush.hub.http.HubHttpProtocol`` when
+        uvicorn begins a shutdown (a server otherwise waits for these open-ended requests)."""
+        if self._ending is not None and not self._ending.done():
+            self._ending.set_result(None)
+
+    def _ending_future(self) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        if self._ending is None or self._ending.get_loop() is not loop:
+            self._ending = loop.create_future()
+        return self._ending
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     @property
@@ -201,6 +217,8 @@ class Dispatcher:
             if not self._started:
                 await self.backend.start()
                 self._started = True
+                if self._ending is not None and self._ending.done():
+                    self._ending = None  # started again after a shutdown
 
     async def shutdown(self) -> None:
         """Stop the backend."""
@@ -335,8 +353,10 @@ class Dispatcher:
         get = asyncio.ensure_future(sub.get(self.config.timeout))
         delivery: Optional[Delivery] = None
         try:
-            await asyncio.wait((get, disc), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((get, disc, self._ending_future()), return_when=asyncio.FIRST_COMPLETED)
             if not get.done():
+                if not disc.done():  # the server is shutting down: nothing yet, poll again (elsewhere)
+                    await _respond(send, 204, cors)
                 return  # client went away: the queue keeps its messages until queue_ttl
             delivery = get.result()
             if delivery is None:
@@ -376,11 +396,12 @@ class Dispatcher:
                 }
             )
             await send({"type": "http.response.body", "body": b":\n\n", "more_body": True})
+            ending = self._ending_future()
             while True:
                 get = asyncio.ensure_future(sub.get(self.config.keepalive))
-                await asyncio.wait((get, disc), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((get, disc, ending), return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
-                    return
+                    return  # the client went away, or the server is shutting down (the stream ends)
                 delivery = get.result()
                 get = None
                 if delivery is None:
@@ -462,6 +483,16 @@ class Dispatcher:
                     await send({"type": "websocket.close", "code": 1000})
                 except Exception:  # noqa: BLE001
                     pass
+
+
+#: every Dispatcher of the process (for :func:`end_all_streams`)
+_live: "weakref.WeakSet[Dispatcher]" = weakref.WeakSet()
+
+
+def end_all_streams() -> None:
+    """End the open-ended requests (SSE, long-polls) of every Dispatcher of the process: the server is stopping."""
+    for d in list(_live):
+        d.end_streams()
 
 
 async def _finish(
