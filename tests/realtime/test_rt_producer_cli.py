@@ -226,6 +226,37 @@ time.sleep(60)
 """
 
 
+@pytest.mark.skipif(importlib.util.find_spec("aio_pika") is None, reason="needs aio-pika")
+def test_cli_subscribe_from_an_unreachable_broker_says_why_and_retries():
+    import select
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "eventpush", "subscribe", "/x", "--from",
+                             f"amqp://guest:guest@127.0.0.1:{port}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 30
+        lines = []
+        while len(lines) < 2 and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], max(0.0, deadline - time.monotonic()))
+            if ready:
+                lines.append(proc.stderr.readline())
+        assert len(lines) == 2, lines
+        assert proc.poll() is None  # still trying, no traceback
+        assert all("is not reachable (" in ln and "Connect call failed" in ln and "retrying in" in ln for ln in lines)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_subscribe_ctrl_c_ends_even_when_python_drops_the_interrupt():
     """A KeyboardInterrupt raised while a finalizer runs is dropped by Python ("Exception ignored"); the
     subscriber's Ctrl-C handler still ends the process with status 0 within its grace period."""

@@ -31,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from ..realtime import Producer
 
     target = args.to or os.environ.get("EVENTPUSH_PUSH_TARGET") or DEFAULT_HUB
+    if target.lower().startswith(("amqp://", "amqps://")):
+        from .subscribe import _quiet_amqp_logs
+
+        _quiet_amqp_logs()  # the error below names the cause; aio-pika's per-attempt errors would flood stderr
     message = sys.stdin.buffer.read() if args.message == "-" else args.message
     try:
         with Producer(target) as producer:

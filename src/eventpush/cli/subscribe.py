@@ -74,10 +74,26 @@ def _via_amqp(url: str, channel: str, consumer: str, count: Optional[int], out: 
 
     from ..realtime.amqp import AmqpBackend
 
+    _quiet_amqp_logs()
+
     async def main() -> int:
+        from ..realtime import BrokerUnavailableError, InvalidChannelError
+
         backend = AmqpBackend(url)
         await backend.start()
-        sub = await backend.subscribe(consumer, channel)
+        delay = 0.5
+        while True:  # like the HTTP mode: wait for the broker, saying why
+            try:
+                sub = await backend.subscribe(consumer, channel)
+                break
+            except BrokerUnavailableError as exc:
+                print(f"eventpush subscribe: {exc}; retrying in {delay:.1f} s", file=sys.stderr)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except InvalidChannelError as exc:  # RabbitMQ refuses the channel
+                print(f"eventpush subscribe: {exc}", file=sys.stderr)
+                await backend.close()
+                return 2
         got = 0
         try:
             while count is None or got < count:
@@ -93,6 +109,14 @@ def _via_amqp(url: str, channel: str, consumer: str, count: Optional[int], out: 
         return 0
 
     return asyncio.run(main())
+
+
+def _quiet_amqp_logs() -> None:
+    """The CLI says itself why RabbitMQ is not reachable: aio-pika's own per-attempt errors would flood stderr."""
+    import logging
+
+    for name in ("aio_pika", "aiormq"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _on_sigint(signum: int, frame: Any) -> None:

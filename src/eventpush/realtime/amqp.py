@@ -119,6 +119,8 @@ class AmqpBackend(Backend):
         self.publish_retries = 0
         self.reconnects = 0
         self.refused = 0  # messages failed because RabbitMQ refused their channel's exchange
+        #: why the last connection attempt failed (None once connected): error messages name the real cause
+        self.last_error: Optional[str] = None
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -146,9 +148,11 @@ class AmqpBackend(Backend):
                 await sub.set_qos(prefetch_count=1)  # per consumer (global=False)
                 pub = await conn.channel(publisher_confirms=True)
             except _AWAY as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("cannot connect to RabbitMQ at %s: %s; retrying", _safe(self.url), exc)
                 await asyncio.sleep(self.reconnect_interval)
                 continue
+            self.last_error = None
             self._conn, self._sub_ch, self._pub_ch = conn, sub, pub
             conn.reconnect_callbacks.add(self._on_reconnect)
             conn.close_callbacks.add(self._on_close)
@@ -427,7 +431,8 @@ class _AmqpSubscription(Subscription):
     async def _open(self, timeout: Optional[float]) -> None:
         b = self._b
         if not await b.wait_ready(timeout):
-            raise BrokerUnavailableError(f"RabbitMQ at {_safe(b.url)} is not reachable")
+            why = f" ({b.last_error})" if b.last_error else ""
+            raise BrokerUnavailableError(f"RabbitMQ at {_safe(b.url)} is not reachable{why}")
         ch = b._sub_ch
         try:
             und = await ch.get_underlay_channel()

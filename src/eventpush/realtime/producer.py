@@ -143,8 +143,10 @@ class _AmqpTarget:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
+            why = self.backend.last_error
             raise BrokerUnavailableError(
-                f"RabbitMQ did not confirm within {timeout} s", method="PUBLISH", url=_safe(self.url)
+                f"RabbitMQ did not confirm within {timeout} s" + (f": not connected ({why})" if why else ""),
+                method="PUBLISH", url=_safe(self.url)
             ) from None
 
     def send(self, messages: List[bytes], channel: str) -> None:
