@@ -853,7 +853,7 @@ def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[
         if type(eid) is not str or not 0 < len(eid) <= 255 or "\x00" in eid:
             return None
         ts = ev.get("timestamp")
-        if type(ts) is not str or not ts.isascii() or _hub_ts(ts) is None:
+        if type(ts) is not str or not ts.isascii() or not hub_timestamp_ok(ts):
             return None
         if not _hub_plain(ev, 1):
             return None
