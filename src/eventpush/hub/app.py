@@ -37,6 +37,7 @@ _JSON_CLOSE = _JSON + [(b"connection", b"close")]
 
 MAX_GET_LIMIT = 10_000
 DEFAULT_GET_LIMIT = 100
+MAX_COLLECTION_LENGTH = 255
 #: a GET reply over this many events is read and sent a page at a time (chunked): at most ~13 MB of 64 kB events
 GET_PAGE_EVENTS = 200
 
@@ -48,7 +49,6 @@ class _Stream:
 
     def __init__(self, chunks: AsyncIterator[bytes]) -> None:
         self.chunks = chunks
-MAX_COLLECTION_LENGTH = 255
 
 
 class HTTPError(Exception):

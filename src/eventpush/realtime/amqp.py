@@ -55,9 +55,8 @@ _MAX_QUEUE = 255
 _REFUSED = (
     aiormq.exceptions.ChannelPreconditionFailed,  # another exchange of that name: other type or arguments
     aiormq.exceptions.ChannelAccessRefused,
-    aiormq.exceptions.ChannelNotFoundEntity,
     aiormq.exceptions.ChannelLockedResource,
-)
+)  # (not NOT_FOUND: an exchange auto-deleted between a declare and a bind is a race, retried as "away")
 
 
 def amqp_name(name: str, limit: int = _MAX_EXCHANGE) -> str:
