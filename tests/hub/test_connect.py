@@ -312,6 +312,20 @@ def test_a_long_digit_run_in_a_string_changes_nothing(hub):
     assert raw_stored(hub, c) == [orjson.dumps(ev).decode()]
 
 
+def test_a_collection_named_twice_in_a_batch_is_400(hub):
+    """JSON parsers keep the last of two equal keys: the first array's events would vanish without a result."""
+    c = coll()
+    body = b'{"' + c.encode() + b'":[{"id":"k1"},{"id":"k2"}], "other":[{"' + c.encode() + b'":1}], "' + \
+        c.encode() + b'" :[{"id":"k3"}]}'
+    r = hub.post("/connect/events", body)
+    assert r.status == 400 and r.json() == {
+        "errorMessage": f"Collection {c!r} appears twice in the batch; send its events in one array."}
+    assert raw_stored(hub, c) == []
+    # the same name as a key inside the events is fine
+    r = hub.post("/connect/events", b'{"' + c.encode() + b'":[{"id":"k4","' + c.encode() + b'":{"' + c.encode() + b'":1}}]}')
+    assert r.status == 200 and r.json()[c][0]["success"] is True
+
+
 def test_batch_of_5000_ok_and_5001_is_413(hub):
     c = coll()
     events = [{"id": str(i)} for i in range(5000)]

@@ -551,6 +551,11 @@ class HubApp:
                 raise HTTPError(400, _connect_error(
                     f"Collection names must be 1 to {MAX_COLLECTION_LENGTH} characters long."),
                     reason="bad collection name")
+        twice = cn.repeated_collection(raw, doc)
+        if twice is not None:
+            raise HTTPError(400, _connect_error(
+                f"Collection {twice!r} appears twice in the batch; send its events in one array."),
+                reason="collection named twice")
         try:
             prepared, rejected = cn.prepare_batch(doc, cn.server_timestamp(), raw)
         except cn.TooDeepToCheck as exc:
