@@ -27,6 +27,23 @@ def write_ndjson(path, n, start=0, extra=b""):
     return str(path)
 
 
+def write_numbered(path, n):
+    """``{"n": i}`` per line, no ids: with --spool the CLI derives them from the run and the line."""
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(b'{"n":%d}\n' % i)
+    return path
+
+
+def settled_received(server):
+    """The server's event count once it stops moving (requests on the wire when a pusher died still land)."""
+    last = -1
+    while last != server.received:
+        last = server.received
+        time.sleep(0.2)
+    return last
+
+
 def test_pushes_files_and_reports_malformed_lines_without_stopping(server, tmp_path):
     a = tmp_path / "a.ndjson"
     with open(a, "wb") as f:
@@ -110,10 +127,7 @@ def test_killed_before_the_first_checkpoint_resumes_without_storing_anything_twi
     """The ids derived from the run must survive a kill that comes before any checkpoint."""
     s = make_server("collections", slow_rate=1.0, slow_delay=0.01)
     n = 20_000
-    src = tmp_path / "in.ndjson"
-    with open(src, "wb") as f:
-        for i in range(n):
-            f.write(orjson.dumps({"n": i}) + b"\n")
+    src = write_numbered(tmp_path / "in.ndjson", n)
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
             "--spool", str(spool), "--batch", "200", "--concurrency", "1"]  # default checkpoint: 50,000 events
@@ -126,10 +140,7 @@ def test_killed_before_the_first_checkpoint_resumes_without_storing_anything_twi
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    first = -1
-    while first != s.received:
-        first = s.received
-        time.sleep(0.2)
+    first = settled_received(s)
     assert 0 < first < n
     s.faults.slow_rate = 0.0
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -144,10 +155,7 @@ def test_interrupted_run_records_how_far_it_got(make_server, tmp_path):
     for a dialect without ids (NDJSON)."""
     s = make_server("status", slow_rate=1.0, slow_delay=0.01)
     n = 150_000  # more than the batcher buffers (100,000): the reader waits for room when the interrupt comes
-    src = tmp_path / "in.ndjson"
-    with open(src, "wb") as f:
-        for i in range(n):
-            f.write(b'{"n":%d}\n' % i)
+    src = write_numbered(tmp_path / "in.ndjson", n)
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--dialect", "ndjson",
             "--spool", str(spool), "--batch", "200", "--concurrency", "1"]
@@ -174,10 +182,7 @@ def test_interrupted_run_records_how_far_it_got(make_server, tmp_path):
 def test_killed_run_resumes_without_storing_anything_twice(make_server, tmp_path):
     s = make_server("collections", slow_rate=1.0, slow_delay=0.01)
     n = 60_000
-    src = tmp_path / "in.ndjson"
-    with open(src, "wb") as f:
-        for i in range(n):
-            f.write(orjson.dumps({"n": i}) + b"\n")  # no ids: the CLI derives them from the run and the line
+    src = write_numbered(tmp_path / "in.ndjson", n)
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
             "--spool", str(spool), "--checkpoint", "5000", "--batch", "1000"]
@@ -202,10 +207,7 @@ def test_killed_run_resumes_without_storing_anything_twice(make_server, tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    first = -1
-    while first != s.received:  # requests already on the wire when the pusher died still land
-        first = s.received
-        time.sleep(0.2)
+    first = settled_received(s)
     assert first < n
     s.faults.slow_rate = 0.0
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
