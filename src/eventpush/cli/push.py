@@ -387,11 +387,10 @@ def run(args: argparse.Namespace) -> int:
             if not hasattr(stream, "peek"):
                 stream = io.BufferedReader(stream)  # type: ignore[arg-type, type-var]
             since = 0
-            last_line = start_line
             at.update(key=inp.key, line=start_line, handled=start_line)
             try:
                 for lineno, ev in _events(inp, stream, start_line, read_bytes, report_line):
-                    last_line = at["line"] = lineno
+                    at["line"] = lineno
                     if stamp_ids and isinstance(ev, dict) and "id" not in ev:
                         ev["id"] = str(uuid.uuid5(_RUN_NS, f"{run_id}|{inp.key}|{lineno}"))
                     try:
@@ -414,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
                 if stream is not sys.stdin.buffer:
                     stream.close()
             if inp.key != "-":
-                checkpoint(inp.key, last_line, final=True)
+                checkpoint(inp.key, at["line"], final=True)
     except KeyboardInterrupt:
         interrupted = True
         print("\neventpush push: interrupted; delivering or spooling what was read", file=sys.stderr)

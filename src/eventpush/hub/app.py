@@ -254,6 +254,9 @@ class HubApp:
                 status, body = exc.status, exc.body
                 headers = _JSON_CLOSE if exc.close else _JSON
                 req.reason = exc.reason
+            except cn.TooDeepToCheck as exc:  # (Connect: integers beyond 64 bits in a body too deep to re-parse)
+                status, body = 400, _connect_error(str(exc))
+                req.reason = "too deep to check integers"
             except ClientGone:
                 status, body = 499, b""
                 req.reason = "client disconnected"
@@ -490,21 +493,13 @@ class HubApp:
             raise HTTPError(400, err(f"The request body is not valid JSON: {exc}"), reason=f"bad json: {exc}") from None
 
     # ------------------------------------------------------------------ Connect
-    @staticmethod
-    def _exact(raw: bytes) -> Any:
-        """The Connect body parsed again when it holds integers beyond 64 bits (see ``cn.exact_document``)."""
-        try:
-            return cn.exact_document(raw)
-        except cn.TooDeepToCheck as exc:
-            raise HTTPError(400, _connect_error(str(exc)), reason="too deep to check integers") from None
-
     async def _connect_single(self, scope: Scope, receive: Receive, collection: str, req: _Req) -> Tuple[int, bytes, Headers]:
         project = self._project(scope)
         self.stats.api_request("connect")
         raw = await self._read(scope, receive, req, _connect_error)
         doc = self._parse(raw, _connect_error)
         req.events = 1
-        exact = self._exact(raw)
+        exact = cn.exact_document(raw)  # integers beyond 64 bits kept exact
         if exact is not None:
             doc = exact
         err = cn.validate_event(doc)
@@ -556,10 +551,7 @@ class HubApp:
             raise HTTPError(400, _connect_error(
                 f"Collection {twice!r} appears twice in the batch; send its events in one array."),
                 reason="collection named twice")
-        try:
-            prepared, rejected = cn.prepare_batch(doc, cn.server_timestamp(), raw)
-        except cn.TooDeepToCheck as exc:
-            raise HTTPError(400, _connect_error(str(exc)), reason="too deep to check integers") from None
+        prepared, rejected = cn.prepare_batch(doc, cn.server_timestamp(), raw)
         groups = [(coll, eids, bodies) for coll, eids, bodies, _, _ in prepared if eids]
         dups = await self.storage.insert("connect", project, groups) if groups else []
         body, stored, ndup = cn.batch_response(prepared, dups)
