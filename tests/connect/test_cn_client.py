@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import threading
 
 import orjson
@@ -118,6 +119,31 @@ def test_batch_results_in_order_with_duplicate_and_rejection(hclient, hub, coll)
     assert r0.event["n"] == 0 and r2.event["n"] == 2
     assert b.results[other][0].success and b.results[other][0].event["m"] == 1
     assert [e.get("n") for e in hub.events(coll)] == [None, 0]
+
+
+def _stored_exact(hub, coll):
+    """The collection's stored events, parsed so that integers beyond 64 bits stay exact (orjson rounds them)."""
+    status, body = hub.request("GET", f"/connect/events/{coll}?limit=100", headers={"X-Project-Id": PROJECT,
+                                                                                    "X-Api-Key": KEY})
+    assert status == 200, body
+    return list(reversed(json.loads(body)["results"]))
+
+
+def test_integers_beyond_64_bits_sent_exactly(hclient, hub, coll):
+    """connect-python sends any int (json.dumps); orjson alone refuses those beyond 64 bits. (None of these values
+    is a float exactly, so a rounded float would not compare equal.)"""
+    n, neg, m, x = 2**64 + 1, -(10**30) + 1, 2**70 + 1, 10**25 + 1
+    inner = [1, m]
+    event = {"n": n, "neg": neg, "l": inner}
+    r = hclient.push_event(coll, event).result(10)
+    assert r.success and (r.event["n"], r.event["neg"], r.event["l"]) == (n, neg, [1, m])
+    b = hclient.push_events({coll: [{"i": 1, "x": x}, {"i": 2}]}).result(10)
+    assert b.success and [item.success for item in b.results[coll]] == [True, True]
+    assert b.results[coll][0].event["x"] == x
+    stored = _stored_exact(hub, coll)
+    assert [(e.get("n"), e.get("neg"), e.get("l"), e.get("x")) for e in stored] == [
+        (n, neg, [1, m], None), (None, None, None, x), (None, None, None, None)]
+    assert event["l"] is inner and inner == [1, m]  # the caller's list is left as it was
 
 
 def test_split_over_5000_merged_in_request_order(hclient, hub, coll):

@@ -121,3 +121,25 @@ def test_closing_the_client_flushes_its_pushers(hub, use_core, coll, tmp_path):
         bp.push_event(coll, {"late": 1})
     with pytest.raises(ClosedError):
         client.buffered()
+
+
+def test_push_cli_keeps_integers_beyond_64_bits(hub, coll, tmp_path):
+    """``eventpush push`` reads a file's integers exactly (orjson alone would round 2**70 + 1 to a float) and sends
+    them with all their digits."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "big.ndjson"
+    src.write_bytes(b'{"id": "b-1", "n": 1180591620717411303425}\n{"id": "b-2", "l": [-100000000000000000000001]}\n')
+    arr = tmp_path / "big.json"
+    arr.write_bytes(b'[{"id": "b-3", "n": 18446744073709551617}]')
+    out = subprocess.run([sys.executable, "-m", "eventpush", "push", str(src), str(arr), "--to", hub.base,
+                          "--collection", coll, "--project-id", PROJECT, "--api-key", KEY],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    status, body = hub.request("GET", f"/connect/events/{coll}?limit=10",
+                               headers={"X-Project-Id": PROJECT, "X-Api-Key": KEY})
+    assert status == 200
+    stored = {e["id"]: e for e in json.loads(body)["results"]}
+    assert stored["b-1"]["n"] == 2**70 + 1 and stored["b-2"]["l"] == [-(10**23) - 1]
+    assert stored["b-3"]["n"] == 2**64 + 1 and type(stored["b-3"]["n"]) is int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import threading
 
 import orjson
@@ -75,6 +76,21 @@ def test_sync_single_list_and_batch_against_hub(hub, use_core, coll):
     assert [e.get("name", e.get("product")) for e in stored] == ["Something", "Something 1", "Something 2",
                                                                   "Something 3"]
     assert list(stored[0])[:2] == ["id", "timestamp"]  # Ruby order: id and timestamp first
+
+
+def test_integers_beyond_64_bits_sent_exactly(hub, use_core, coll):
+    """The gem's JSON writes Bignums with all their digits; so does eventpush (orjson alone refuses them)."""
+    n, neg, m = 2**64 + 1, -(10**30) - 1, 10**20 + 1  # none is a float exactly
+    connect.configure(lambda c: _conf(c, hub.base))
+    r = connect.push(coll, {"n": n, "l": [neg]})
+    assert r.success and r.data["event"]["n"] == n and r.data["event"]["l"] == [neg]
+    r2 = connect.push(coll, [{"m": m}])
+    assert r2.success and r2.data[coll][0]["event"]["m"] == m
+    status, body = hub.request("GET", f"/connect/events/{coll}?limit=10",
+                               headers={"X-Project-Id": PROJECT, "X-Api-Key": KEY})
+    assert status == 200
+    stored = list(reversed(json.loads(body)["results"]))
+    assert [(e.get("n"), e.get("l"), e.get("m")) for e in stored] == [(n, [neg], None), (None, None, m)]
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "await"])

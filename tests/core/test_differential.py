@@ -345,9 +345,19 @@ class _Any:
 
 
 def _orjson_view(v):
+    """``v`` as JSON data: what orjson writes, integers beyond 64 bits with all their digits (as json.dumps)."""
     import orjson
 
-    return orjson.loads(orjson.dumps(v))
+    def digits(x):
+        if isinstance(x, int) and not isinstance(x, bool) and not -(2**63) <= x < 2**64:
+            return orjson.Fragment(int.__repr__(x))
+        if isinstance(x, dict):
+            return {k: digits(y) for k, y in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [digits(y) for y in x]
+        return x
+
+    return json.loads(orjson.dumps(digits(v)))
 
 
 @SETTINGS

@@ -133,12 +133,14 @@ def _events(inp: _Input, stream: BinaryIO, skip_lines: int, counter: List[int],
     bytes read."""
     import orjson
 
+    from .._core_py import loads_exact
+
     lineno = _skip_blanks(stream)
     if stream.peek(1)[:1] == b"[":  # type: ignore[attr-defined]
         data = stream.read()
         counter[0] += len(data)
         try:
-            doc = orjson.loads(data)
+            doc = loads_exact(data)
         except orjson.JSONDecodeError as exc:
             if _ndjson_after_all(data):
                 # NDJSON whose first value happens to be an array (reported as an invalid event below)
@@ -175,6 +177,8 @@ def _lines(inp: _Input, lines: Any, lineno: int, skip_lines: int, counter: Optio
            bad: Callable[[str, int, str], None]) -> Iterator[Tuple[int, Any]]:
     import orjson
 
+    from .._core_py import loads_exact
+
     for raw in lines:
         lineno += 1
         if counter is not None:
@@ -185,7 +189,7 @@ def _lines(inp: _Input, lines: Any, lineno: int, skip_lines: int, counter: Optio
         if not line:
             continue
         try:
-            yield lineno, orjson.loads(line)
+            yield lineno, loads_exact(line)
         except orjson.JSONDecodeError as exc:
             bad(inp.display, lineno, _json_error(exc))
 

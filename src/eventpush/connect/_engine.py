@@ -13,6 +13,7 @@ from .. import _impl
 from .. import errors as _errors
 from ..dialects import Dialect
 from .._core_py import MSG_NOT_DICT, MSG_NOT_LIST  # the encoder's own messages (the compiled core uses them too)
+from .._core_py import loads_exact
 from .exceptions import EventDataValidationError, EventTooLargeError, InvalidEventError
 
 __all__: List[str] = []
@@ -83,7 +84,7 @@ class SentBatches:
     def by_collection(self) -> Dict[str, List[Any]]:
         """``{collection: [event dict, …]}`` in request order (split batches merged back)."""
         out: Dict[str, List[Any]] = {}
-        loads = orjson.loads
+        loads = loads_exact
         for b in self.batches:
             ev = b.event
             for coll, start, stop in b.groups():

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 
+from .._core_py import loads_exact
 from ..dialects import CONNECT
 from ..errors import ClosedError, EventError
 from ..transport import Retry
@@ -55,7 +56,7 @@ class Event:
     def body(self) -> Any:
         """The processed event (datetimes as ISO strings), decoded from the encoded bytes on first access."""
         if self._body is None:
-            self._body = orjson.loads(self._encoded)
+            self._body = loads_exact(self._encoded)
         return self._body
 
     @body.setter
@@ -68,7 +69,7 @@ class Event:
         processed copy; raises :class:`InvalidEventError`."""
         event_data["timestamp"]  # noqa: B018 - the original reads it unguarded (KeyError when absent)
         try:
-            return orjson.loads(encoder(CONNECT).encode(event_data, _coll(self.collection_name)))
+            return loads_exact(encoder(CONNECT).encode(event_data, _coll(self.collection_name)))
         except EventError as exc:
             raise py_error(exc) from None
 

@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import orjson
 
+from .._core_py import loads_exact
+
 __all__ = ["Respsonse", "PushResponse", "PushBatchResponse", "EventPushResponse", "UNAUTHORISED_MESSAGE"]
 
 UNAUTHORISED_MESSAGE = "Unauthorised. Please check your Project Id and API Key"
@@ -58,7 +60,7 @@ class PushResponse(Respsonse):
         src = self._src
         if src is not None:
             i = self._i
-            self._event = orjson.loads(src if i is None else src.event(i))
+            self._event = loads_exact(src if i is None else src.event(i))
             self._src = None
         return self._event
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, Generator, List, Mapping, Optional
 
 import orjson
 
+from .._core_py import loads_exact
 from ..dialects import CONNECT_RUBY
 from ..errors import ClosedError, EventError, EventTypeError
 from ..transport import Limits, Retry, Timeout, Transport
@@ -291,7 +292,7 @@ class _Client:
     def _send_single(self, collection: str, body: bytes) -> EventPushResponse:
         resp = self._transport.post(single_path(collection), body)
         r = EventPushResponse._from_parts(resp.status, resp.headers.get("Content-Type"), resp.data,
-                                          partial(orjson.loads, body), batch=False, attempts=resp.attempts)
+                                          partial(loads_exact, body), batch=False, attempts=resp.attempts)
         return r
 
     def _send_batches(self, batches: List[Any], collections: List[str]) -> EventPushResponse:
