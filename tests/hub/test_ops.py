@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from hub_support import Hub, raw_exchange, status_of
+from hub_support import Hub, raw_exchange, read_response, status_of
 
 OK = {"success": True, "duplicate": False}
 
@@ -292,6 +292,38 @@ def test_graceful_shutdown_finishes_in_flight_request(hub_factory):
     assert hub.proc.wait(15) in (0, -signal.SIGTERM)
     assert count(hub.db, collection="inflight") == 2000
     assert "database closed" in hub.logs()
+
+
+def test_workers_shutdown_refuses_new_connections_and_finishes_in_flight(hub_factory):
+    """With --workers, the parent process kept listening while the workers drained: the kernel completed new
+    connections that nobody would accept, and reset them when the parent exited. Now a new connection is refused
+    at once (as with one worker), and the requests in flight on every worker still finish."""
+    hub = hub_factory("--workers", "2", "--graceful-timeout", "30")
+    bodies = [orjson.dumps({"drain": [{"id": f"{k}-{i}"} for i in range(50)]}) for k in range(6)]
+    socks = []
+    try:
+        for body in bodies:  # several connections: both workers have a request in flight
+            s = socket.create_connection(("127.0.0.1", hub.port), timeout=15)
+            s.sendall(f"POST /connect/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+            socks.append(s)
+        time.sleep(0.5)
+        hub.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while hub.logs().count("Shutting down") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hub.logs().count("Shutting down") == 2, hub.logs()
+        time.sleep(0.3)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", hub.port), timeout=5).close()
+        for s, body in zip(socks, bodies):
+            s.sendall(body[10:])
+        assert [status_of(read_response(s))[0] for s in socks] == [200] * len(bodies)
+    finally:
+        for s in socks:
+            s.close()
+    assert hub.proc.wait(15) == 0
+    assert count(hub.db, collection="drain") == 50 * len(bodies)
 
 
 def test_shutdown_ends_realtime_streams_and_long_polls(hub_factory):

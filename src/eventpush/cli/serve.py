@@ -123,8 +123,7 @@ def run(args: argparse.Namespace) -> int:
               "not apply (pip install 'eventpush[hub]')", file=sys.stderr)
     else:
         http = "eventpush.hub.http:HubHttpProtocol"  # header timeout and size limit (eventpush.hub.http)
-    uvicorn.run(
-        "eventpush.hub.app:create_app",
+    settings = dict(
         factory=True,
         host=args.host,
         port=args.port,
@@ -137,7 +136,43 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
         http=http,
     )
+    if args.workers == 1:
+        uvicorn.run("eventpush.hub.app:create_app", **settings)
+    else:
+        _run_workers(uvicorn.Config("eventpush.hub.app:create_app", **settings))
     return 0
+
+
+def _run_workers(config: "uvicorn.Config") -> None:
+    """uvicorn's multi-process supervisor (what ``uvicorn.run`` does for ``workers > 1``), except that the parent
+    stops listening when the workers begin their graceful shutdown.
+
+    Each worker closes its copy of the listening socket when its shutdown starts, but the parent kept its own open
+    until every worker had drained: meanwhile the kernel went on completing connections that no process would
+    accept, and reset them when the parent exited (a client had sent its request and waited up to the graceful
+    timeout for nothing). With the parent's copy closed too, a new connection is refused at once, as with one
+    worker, and a client can go elsewhere."""
+    import inspect
+
+    import uvicorn
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    class Supervisor(Multiprocess):  # type: ignore[misc]
+        def terminate_all(self) -> None:  # only called on the way out (restarts terminate workers one by one)
+            for sock in self.sockets:
+                sock.close()
+            super().terminate_all()
+
+    sock = config.bind_socket()
+    try:
+        if "target" in inspect.signature(Multiprocess.__init__).parameters:  # uvicorn before 0.4x
+            Supervisor(config, target=uvicorn.Server(config).run, sockets=[sock]).run()
+        else:
+            Supervisor(config, sockets=[sock]).run()
+    except KeyboardInterrupt:  # pragma: no cover - the supervisor handles SIGINT itself
+        pass
+    finally:
+        sock.close()
 
 
 def main(argv: "list[str] | None" = None) -> int:
