@@ -257,6 +257,12 @@ def long_digit_run(data: bytes) -> bool:
     return data.translate(_DIGIT_MAP).find(_DIGIT_RUN) >= 0
 
 
+def dumps_exact(obj: Any) -> bytes:
+    """``orjson.dumps(obj)``, with integers beyond 64 bits written with all their digits (as ``json.dumps``);
+    a value that cannot be written raises :class:`~eventpush.errors.EventTypeError` (a ``TypeError``) naming it."""
+    return _serialize(obj, 0, None)
+
+
 def loads_exact(data: bytes) -> Any:
     """``orjson.loads(data)`` (its errors too), except that a document that may hold an integer beyond 64 bits is
     parsed again by the standard library, which keeps every integer exact (the encoder writes such integers with

@@ -300,6 +300,19 @@ def test_push_processed_events_and_post_events(hclient, hub, coll):
     assert r.success and r.event["i"] == 3
 
 
+def test_processed_events_keep_integers_beyond_64_bits(hclient, hub, coll):
+    from eventpush.connect import Event
+
+    y = 2**70 + 1  # not a float exactly
+    e = Event(coll, {"i": 1, "y": y})
+    assert e.body["y"] == y
+    assert hclient._push_processed_events([e]).success
+    e2 = Event(coll, {"i": 2})
+    e2.body = {**e2.body, "z": -y}
+    assert hclient._api.post_event(e2).success
+    assert [(e.get("y"), e.get("z")) for e in _stored_exact(hub, coll)] == [(y, None), (None, -y)]
+
+
 def test_build_response_semantics():
     from eventpush.connect import ConnectApi
 

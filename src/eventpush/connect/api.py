@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import orjson
 
+from .._core_py import dumps_exact
 from ..dialects import CONNECT
 from ..replies import RETRY_ITEM_MESSAGE
 from ..transport import Limits, Retry, Timeout, Transport
@@ -201,7 +202,7 @@ class ConnectApi:
 
     def post_events(self, event_batch: Dict[str, List[Any]]) -> PushBatchResponse:
         """Post already processed events ``{collection: [event dicts]}`` as one batch (synchronously)."""
-        body = orjson.dumps(event_batch)
+        body = dumps_exact(event_batch)
         resp = self._session.post(CONNECT.batch_path, body)
         doc = loads_or_none(resp.data)
         if not isinstance(doc, dict):

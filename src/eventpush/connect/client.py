@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 
-from .._core_py import loads_exact
+from .._core_py import dumps_exact, loads_exact
 from ..dialects import CONNECT
 from ..errors import ClosedError, EventError
 from ..transport import Retry
@@ -62,7 +62,7 @@ class Event:
     @body.setter
     def body(self, value: Any) -> None:
         self._body = value
-        self._encoded = orjson.dumps(value)
+        self._encoded = dumps_exact(value)
 
     def _process(self, event_data: Dict[Any, Any]) -> Dict[Any, Any]:
         """Validate ``event_data`` (which must already have its ``timestamp``, as in the original) and return the
