@@ -117,6 +117,19 @@ def spawn(tmp_path: Any) -> Iterator[Callable[..., ProcServer]]:
             p.stop()
 
 
+@pytest.fixture
+def restore_push_config() -> Iterator[None]:
+    """For a test that calls ``eventpush.realtime.configure(...)``: the process-wide configuration it found is put
+    back afterwards (``configure`` also forgets the default backend instance, as it always does)."""
+    from eventpush.realtime import configure, get_config
+
+    saved = get_config()
+    try:
+        yield
+    finally:
+        configure(saved)
+
+
 def rabbit_reachable() -> bool:
     try:
         with socket.create_connection((RABBIT_HOST, RABBIT_PORT), timeout=1.0):

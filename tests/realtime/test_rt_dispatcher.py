@@ -83,7 +83,57 @@ def test_timeout_gives_204_empty(serve):
     r = poll(srv.url + "/quiet", headers={"Consumer-Id": "c"})
     assert r.status_code == 204 and r.content == b"" and "Content-Type" not in r.headers
     assert time.monotonic() - t0 >= 0.25
-    assert Dispatcher().config.timeout == 30
+    # no timeout of its own: the process configuration's long_poll.timeout, 30 s by default
+    assert Dispatcher().config.timeout is None and Dispatcher().long_poll_timeout == 30
+
+
+def timed_poll(url, consumer):
+    """A long-poll with a generous client timeout (the server's default would be 30 s); → (response, seconds)."""
+    t0 = time.monotonic()
+    r = poll(url, timeout=20, headers={"Consumer-Id": consumer})
+    return r, time.monotonic() - t0
+
+
+def test_long_poll_timeout_from_the_process_configuration(serve, restore_push_config):
+    """``long_poll.timeout`` of ``configure()`` is the server's poll timeout (spec §8, §11) for a Dispatcher that
+    sets none; it is read as each long-poll starts; an explicit ``timeout`` wins."""
+    from eventpush.realtime import Configuration
+    from eventpush.realtime.hub_integration import HubPush
+
+    configure({"long_poll": {"timeout": 0.5}})
+    b = EmbeddedBackend()
+    d = Dispatcher(backend=b)
+    srv = serve(d)
+    r, took = timed_poll(srv.url + "/quiet-cfg", "c")
+    assert r.status_code == 204 and r.content == b"" and "Content-Type" not in r.headers
+    assert 0.4 <= took < 10, took  # the configured 0.5 s, well before the 30 s default
+    assert d.config.timeout is None and d.long_poll_timeout == 0.5
+    assert "timeout=None" in repr(d.config)
+    assert HubPush(EmbeddedBackend()).app.long_poll_timeout == 0.5  # the hub's /push mount sets none either
+
+    # a later configure() applies to the running server, from its next long-poll on
+    configure(Configuration.from_hash({"long_poll": {"timeout": 2}}))
+    r, took = timed_poll(srv.url + "/quiet-cfg", "c")
+    assert r.status_code == 204 and r.content == b""
+    assert 1.8 <= took < 10, took
+
+    # an explicit timeout (keyword, or set in the configure callback) wins over the configuration's 60 s
+    configure({"long_poll": {"timeout": 60}})
+    explicit = serve(Dispatcher(backend=b, timeout=0.3))
+    in_callback = serve(Dispatcher(lambda c: setattr(c, "timeout", 0.3), backend=b))
+    for s in (explicit, in_callback):
+        r, took = timed_poll(s.url + "/quiet-explicit", "e")
+        assert r.status_code == 204 and r.content == b""
+        assert took < 10, took
+    # and a message still ends a configured long-poll at once
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("r", timed_poll(srv.url + "/loud-cfg", "m")))
+    t.start()
+    wait_subscribed(b, "m@/loud-cfg")
+    b.publish(b"not a timeout", "/loud-cfg")
+    t.join(15)
+    r, took = got["r"]
+    assert r.status_code == 200 and r.content == b"not a timeout" and took < 10
 
 
 def test_messages_between_polls_arrive_in_order_one_per_response(serve):

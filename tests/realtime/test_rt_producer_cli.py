@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import requests
@@ -15,6 +17,7 @@ import requests
 from eventpush.errors import ConnectError, EventTypeError, HTTPStatusError
 from eventpush.realtime import (
     AsyncProducer,
+    BrokerUnavailableError,
     Dispatcher,
     EmbeddedBackend,
     InvalidChannelError,
@@ -255,6 +258,57 @@ def test_cli_subscribe_from_an_unreachable_broker_says_why_and_retries():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aio_pika") is None, reason="needs aio-pika")
+def test_producer_to_an_unreachable_broker_raises_within_connect_timeout():
+    """No broker at the URL: ``Producer(amqp://…)`` raises once ``connect_timeout`` (5 s) passed, naming the URL
+    (without its password) and the cause, and leaves no connection thread or buffered message behind to wait for at
+    exit (it used to return, buffer the message and wait 30 s for confirms in ``close()``, then 10 s at exit)."""
+    from eventpush.realtime import producer as producer_module
+
+    url = f"amqp://guest:secret@127.0.0.1:{free_port()}/"  # nothing listens there
+    threads_before = {t.ident for t in threading.enumerate() if t.name == "eventpush-amqp-producer"}
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnavailableError) as ei:
+        Producer(url)
+    assert time.monotonic() - t0 < 15
+    msg = str(ei.value)
+    assert msg.startswith(f"RabbitMQ at {url.replace(':secret@', ':***@')} is not reachable (")
+    assert "Connect call failed" in msg and "secret" not in msg
+    assert url not in producer_module._amqp_targets  # nothing for the exit-time flush to wait on
+    deadline = time.monotonic() + 5
+    while {t.ident for t in threading.enumerate() if t.name == "eventpush-amqp-producer"} - threads_before:
+        assert time.monotonic() < deadline, "the producer's I/O thread was left running"
+        time.sleep(0.05)
+
+    async def publish_async():
+        async with AsyncProducer(url, connect_timeout=1) as p:
+            await p.publish("x").to("/x")
+
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match=r"is not reachable \(.*Connect call failed"):
+        asyncio.run(publish_async())
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aio_pika") is None, reason="needs aio-pika")
+def test_cli_publish_to_an_unreachable_broker_fails_fast_and_says_why():
+    """``eventpush publish … --to amqp://`` with no broker there: exit 1 within seconds (it took ~45 s: a 5 s
+    connect wait, a 30 s wait for confirms in close(), 10 s more at exit) with one line on stderr naming the URL
+    and the reason."""
+    port = free_port()  # nothing listens there
+    t0 = time.monotonic()
+    r = subprocess.run(cli("publish", "/x", "hello", "--to", f"amqp://guest:secret@127.0.0.1:{port}/"),
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert took < 20, took
+    assert r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr  # no traceback, no per-attempt noise from aio-pika
+    assert lines[0].startswith(f"eventpush publish: RabbitMQ at amqp://guest:***@127.0.0.1:{port}/ is not reachable (")
+    assert "Connect call failed" in lines[0] and "secret" not in lines[0]
 
 
 def test_subscribe_ctrl_c_ends_even_when_python_drops_the_interrupt():

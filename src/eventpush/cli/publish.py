@@ -23,6 +23,14 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         default=None,
         help=f"hub URL or amqp:// URL (default: $EVENTPUSH_PUSH_TARGET, else {DEFAULT_HUB})",
     )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="amqp:// targets: seconds to wait for RabbitMQ to accept the connection (default 5); "
+        "an unreachable broker then fails the command (exit 1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         _quiet_amqp_logs()  # the error below names the cause; aio-pika's per-attempt errors would flood stderr
     message = sys.stdin.buffer.read() if args.message == "-" else args.message
     try:
-        with Producer(target) as producer:
+        with Producer(target, connect_timeout=args.connect_timeout) as producer:
             producer.publish(message).to(args.channel)
     except (EventPushError, ValueError) as exc:
         print(f"eventpush publish: {exc}", file=sys.stderr)

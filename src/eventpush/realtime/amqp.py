@@ -91,11 +91,14 @@ class AmqpBackend(Backend):
         reconnect_interval: float = 1.0,
         subscribe_timeout: float = 2.0,
         max_pending: int = 100_000,
+        connect_timeout: float = 5.0,
         **options: Any,
     ) -> None:
         super().__init__(queue_ttl=queue_ttl)
         self.url = url
         self.reconnect_interval = reconnect_interval
+        #: how long start() waits for the first connection (and one connection attempt may take)
+        self.connect_timeout = float(connect_timeout)
         self.subscribe_timeout = subscribe_timeout
         self.max_pending = max_pending
         self._conn: Any = None
@@ -123,7 +126,8 @@ class AmqpBackend(Backend):
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect (or keep trying in the background while the broker is down)."""
+        """Connect: wait up to ``connect_timeout`` for the first connection, then return even if the broker is down
+        (it keeps trying in the background; :attr:`connected` tells, :meth:`unreachable` says why)."""
         if self._started:
             return
         self._started = True
@@ -133,20 +137,36 @@ class AmqpBackend(Backend):
         self._pump_task = asyncio.ensure_future(self._pump())
         self._connect_task = asyncio.ensure_future(self._connect_forever())
         try:
-            await asyncio.wait_for(asyncio.shield(self._connected.wait()), timeout=5.0)
+            await asyncio.wait_for(self._connected.wait(), timeout=self.connect_timeout)
         except asyncio.TimeoutError:
             log.warning("RabbitMQ at %s not reachable yet; retrying in the background", _safe(self.url))
 
     async def _connect_forever(self) -> None:
         while not self._closed:
+            made: List[Any] = []
+
+            def connection(*args: Any, **kwargs: Any) -> Any:
+                made.append(aio_pika.RobustConnection(*args, **kwargs))
+                return made[-1]
+
             try:
                 conn = await aio_pika.connect_robust(
-                    self.url, reconnect_interval=self.reconnect_interval, timeout=5.0
+                    self.url, reconnect_interval=self.reconnect_interval, timeout=self.connect_timeout,
+                    connection_class=connection,
                 )
                 sub = await conn.channel()
                 await sub.set_qos(prefetch_count=1)  # per consumer (global=False)
                 pub = await conn.channel(publisher_confirms=True)
-            except _AWAY as exc:
+            except BaseException as exc:
+                # A connection that failed (or whose attempt was cancelled by close()) is closed: left alone, a
+                # cancelled RobustConnection goes on reconnecting in the background.
+                for c in made:
+                    try:
+                        await c.close()
+                    except Exception:  # noqa: BLE001 - closing what never opened
+                        pass
+                if not isinstance(exc, _AWAY):
+                    raise
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("cannot connect to RabbitMQ at %s: %s; retrying", _safe(self.url), exc)
                 await asyncio.sleep(self.reconnect_interval)
@@ -172,6 +192,14 @@ class AmqpBackend(Backend):
         if self._connected is not None and not self._closed:
             self._connected.clear()
             log.warning("lost the RabbitMQ connection to %s; reconnecting", _safe(self.url))
+
+    def unreachable(self, why: Optional[str] = None, method: Optional[str] = None) -> BrokerUnavailableError:
+        """The error for "not connected": names the URL (without its password) and why — the last connection
+        failure, else ``why``."""
+        why = self.last_error or why
+        return BrokerUnavailableError(
+            f"RabbitMQ at {_safe(self.url)} is not reachable" + (f" ({why})" if why else ""), method=method
+        )
 
     @property
     def connected(self) -> bool:
@@ -278,7 +306,7 @@ class AmqpBackend(Backend):
         if not self._started:
             await self.start()
         if not self.connected:
-            raise BrokerUnavailableError(f"RabbitMQ at {_safe(self.url)} is not reachable", method="PUBLISH")
+            raise self.unreachable(method="PUBLISH")
         loop = asyncio.get_running_loop()
         futs = [loop.create_future() for _ in messages]
         self._enqueue([(channel, m, f) for m, f in zip(messages, futs)])
@@ -430,8 +458,7 @@ class _AmqpSubscription(Subscription):
     async def _open(self, timeout: Optional[float]) -> None:
         b = self._b
         if not await b.wait_ready(timeout):
-            why = f" ({b.last_error})" if b.last_error else ""
-            raise BrokerUnavailableError(f"RabbitMQ at {_safe(b.url)} is not reachable{why}")
+            raise b.unreachable()
         ch = b._sub_ch
         try:
             und = await ch.get_underlay_channel()

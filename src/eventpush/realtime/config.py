@@ -57,7 +57,8 @@ class AmqpSettings:
 
 
 class LongPollSettings:
-    """``long_poll.*``: the consumer URL browsers poll and the server's poll timeout."""
+    """``long_poll.*``: the consumer URL browsers poll and the server's poll timeout (seconds before a long-poll
+    with no message answers 204; a ``Dispatcher`` without its own ``timeout`` reads it as each long-poll starts)."""
 
     def __init__(self, *, url: str = "http://localhost:3000/_push", timeout: float = 30.0) -> None:
         self.url = url

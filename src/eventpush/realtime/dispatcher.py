@@ -2,9 +2,10 @@
 
 One URL, four transports, chosen per request: a WebSocket upgrade → WebSocket (one frame per message);
 ``Accept: text/event-stream`` → Server-Sent Events; ``POST`` with ``publish=True`` → publish the body (204); any other
-method → long-poll (200 with the raw message, or 204 after ``timeout``). The channel is the request path below the
-mount point; the consumer id comes from the ``Consumer-Id`` header, then ``?cid=``, then ``?sid=``, else a fresh id
-per request. A message is acknowledged only after it was handed to the transport.
+method → long-poll (200 with the raw message, or 204 after ``timeout``, by default the process configuration's
+``long_poll.timeout``). The channel is the request path below the mount point; the consumer id comes from the
+``Consumer-Id`` header, then ``?cid=``, then ``?sid=``, else a fresh id per request. A message is acknowledged only
+after it was handed to the transport.
 """
 
 from __future__ import annotations
@@ -76,12 +77,15 @@ def default_channel(scope: Scope) -> str:
 class DispatcherConfig:
     """The Dispatcher's settings; ``Dispatcher(configure)`` lets ``configure(config)`` mutate them.
 
-    ``timeout`` long-poll seconds (30) · ``consumer(scope)`` → Consumer / id str / None (fresh id) · ``channel(scope)``
-    → str · ``verbose_logging`` · ``backend`` None (the process default), a registered name, an ``amqp://`` URL or a
-    Backend · ``publish`` POST publishes (False) · ``cors_origins`` None, ``"*"`` or origins · ``keepalive`` SSE
-    comment interval (15) · ``max_message_size`` bytes per message (1 MiB; 413 beyond) · ``max_batch_size`` bytes
-    per publish request (16 MiB) · ``content_type`` of long-poll replies (none) · ``queue_ttl`` for a backend built
-    here by name (default: the configuration's 15 s) · ``publish_timeout`` for the broker's confirm (10 s; 503)."""
+    ``timeout`` long-poll seconds (None, the default: the process configuration's ``long_poll.timeout``, 30 s unless
+    :func:`~eventpush.realtime.configure` changed it, read as each long-poll starts; see
+    :attr:`Dispatcher.long_poll_timeout`) · ``consumer(scope)`` → Consumer / id str / None (fresh id) ·
+    ``channel(scope)`` → str · ``verbose_logging`` · ``backend`` None (the process default), a registered name, an
+    ``amqp://`` URL or a Backend · ``publish`` POST publishes (False) · ``cors_origins`` None, ``"*"`` or origins ·
+    ``keepalive`` SSE comment interval (15) · ``max_message_size`` bytes per message (1 MiB; 413 beyond) ·
+    ``max_batch_size`` bytes per publish request (16 MiB) · ``content_type`` of long-poll replies (none) ·
+    ``queue_ttl`` for a backend built here by name (default: the configuration's 15 s) · ``publish_timeout`` for the
+    broker's confirm (10 s; 503)."""
 
     _FIELDS = (
         "timeout",
@@ -102,7 +106,7 @@ class DispatcherConfig:
     def __init__(
         self,
         *,
-        timeout: float = 30.0,
+        timeout: Optional[float] = None,
         consumer: Callable[[Scope], Union[Consumer, str, None]] = default_consumer,
         channel: Callable[[Scope], str] = default_channel,
         verbose_logging: bool = False,
@@ -181,6 +185,17 @@ class Dispatcher:
         if self._ending is None or self._ending.get_loop() is not loop:
             self._ending = loop.create_future()
         return self._ending
+
+    @property
+    def long_poll_timeout(self) -> float:
+        """Seconds a long-poll waits before its 204: ``config.timeout`` when set, else the current process
+        configuration's ``long_poll.timeout`` (so a later :func:`~eventpush.realtime.configure` applies)."""
+        t = self.config.timeout
+        if t is None:
+            from .config import get_config
+
+            return get_config().long_poll.timeout
+        return t
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     @property
@@ -350,7 +365,7 @@ class Dispatcher:
     async def _long_poll(self, receive: Receive, send: Send, cid: str, channel: str, cors: list) -> None:
         sub = await self.backend.subscribe(cid, channel)
         disc = asyncio.ensure_future(_wait_disconnect(receive))
-        get = asyncio.ensure_future(sub.get(self.config.timeout))
+        get = asyncio.ensure_future(sub.get(self.long_poll_timeout))
         delivery: Optional[Delivery] = None
         try:
             await asyncio.wait((get, disc, self._ending_future()), return_when=asyncio.FIRST_COMPLETED)

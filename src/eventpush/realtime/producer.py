@@ -7,7 +7,9 @@
 - a hub URL ``http(s)://host:port`` — ``POST {hub}/push{channel}`` → 204 (a URL with a path is used as the push base
   itself, e.g. a standalone Dispatcher at ``http://host:port/``… pass ``prefix=""``);
 - an AMQP URL ``amqp://…`` — published straight to RabbitMQ (fanout exchange named by the channel) with publisher
-  confirms, from a background I/O thread;
+  confirms, from a background I/O thread; a broker not reachable within ``connect_timeout`` (5 s) raises
+  :class:`~eventpush.realtime.BrokerUnavailableError` naming the URL and the cause (once connected, a broker that
+  goes away is waited for: publishes are kept and retried);
 - a backend name (``"embedded"``, ``"test"``…) or a :class:`~eventpush.realtime.Backend` instance.
 
 Messages are ``str`` (UTF-8) or ``bytes`` unchanged, or ``dict`` / ``list`` encoded with orjson.
@@ -115,19 +117,34 @@ class _HttpTarget:
 
 
 class _AmqpTarget:
-    """An :class:`~eventpush.realtime.amqp.AmqpBackend` on a private event loop thread (one per URL, shared)."""
+    """An :class:`~eventpush.realtime.amqp.AmqpBackend` on a private event loop thread (one per URL, shared).
 
-    def __init__(self, url: str) -> None:
+    The first connection must succeed within ``connect_timeout``, else the constructor raises
+    :class:`BrokerUnavailableError` and leaves nothing behind: a wrong URL or a broker that is down fails at once
+    instead of a buffered publish waiting for confirms that cannot come (in ``close()`` and again at exit)."""
+
+    def __init__(self, url: str, connect_timeout: float = 5.0) -> None:
         from .amqp import AmqpBackend
 
         self.url = url
+        self.closed = True  # until connected
         self.loop = asyncio.new_event_loop()
-        self.backend = AmqpBackend(url)
+        self.backend = AmqpBackend(url, connect_timeout=connect_timeout)
         self._thread = threading.Thread(target=self._run, name="eventpush-amqp-producer", daemon=True)
         self._ready = threading.Event()
         self._thread.start()
         self._ready.wait()
-        self._call(self.backend.start(), 15.0)
+        try:
+            # start() returns after connect_timeout at the latest (connected or not); the margin is for the thread
+            self._call(self.backend.start(), connect_timeout + 10.0)
+            if not self.backend.connected:
+                raise self.backend.unreachable(f"no connection within {connect_timeout:g} s")
+        except BaseException:
+            try:
+                self._stop()
+            except Exception:  # noqa: BLE001 - the connection failure above is the error to report
+                log.debug("stopping the failed RabbitMQ producer for %s", _safe(url), exc_info=True)
+            raise
         self.closed = False
 
     def _run(self) -> None:
@@ -165,11 +182,16 @@ class _AmqpTarget:
         if self.closed:
             return
         self.closed = True
+        self._stop()
+
+    def _stop(self) -> None:
         try:
             self._call(self.backend.close(), 10.0)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5.0)
+            if not self._thread.is_alive():
+                self.loop.close()  # its selector and self-pipe: a program may retry a Producer many times
 
 
 def _safe(url: str) -> str:
@@ -199,11 +221,11 @@ _amqp_lock = threading.Lock()
 _amqp_targets: Dict[str, _AmqpTarget] = {}
 
 
-def _shared_amqp(url: str) -> _AmqpTarget:
+def _shared_amqp(url: str, connect_timeout: float) -> _AmqpTarget:
     with _amqp_lock:
         t = _amqp_targets.get(url)
         if t is None or t.closed:
-            t = _amqp_targets[url] = _AmqpTarget(url)
+            t = _amqp_targets[url] = _AmqpTarget(url, connect_timeout)  # raises: nothing is registered
         return t
 
 
@@ -218,18 +240,18 @@ def _flush_amqp_at_exit() -> None:
             log.error("unpublished realtime messages at exit (%s): %s", _safe(t.url), exc)
 
 
-def _resolve(target: Target, prefix: Optional[str], timeout: float) -> Any:
+def _resolve(target: Target, prefix: Optional[str], timeout: float, connect_timeout: float) -> Any:
     if target is None:
         env = os.environ.get("EVENTPUSH_PUSH_TARGET", "").strip()
         if env:
-            return _resolve(env, prefix, timeout)
+            return _resolve(env, prefix, timeout, connect_timeout)
         from .config import default_backend, get_config
 
         if get_config().backend == "amqp":
             b = default_backend()
             if getattr(b, "_started", False):  # inside a process serving it: hand over to its pump
                 return _BackendTarget(b)
-            return _shared_amqp(get_config().amqp.url)
+            return _shared_amqp(get_config().amqp.url, connect_timeout)
         return _BackendTarget(default_backend())
     if isinstance(target, Backend):
         return _BackendTarget(target)
@@ -238,7 +260,7 @@ def _resolve(target: Target, prefix: Optional[str], timeout: float) -> Any:
         if low.startswith(("http://", "https://")):
             return _HttpTarget(target, prefix, timeout)
         if low.startswith(("amqp://", "amqps://")):
-            return _shared_amqp(target)
+            return _shared_amqp(target, connect_timeout)
         if target in ("embedded", "memory"):
             from .config import default_backend, get_config
 
@@ -269,7 +291,11 @@ class Publication:
 
 class Producer:
     """``Producer(target=None).publish(message).to(channel)``; ``publish_many(messages).to(channel)`` sends a batch
-    in one round trip (one POST, or one confirmed burst on RabbitMQ). A context manager; thread-safe."""
+    in one round trip (one POST, or one confirmed burst on RabbitMQ). A context manager; thread-safe.
+
+    ``timeout``: seconds for each HTTP request (connect and read). ``connect_timeout``: seconds to wait for the
+    first connection to RabbitMQ (AMQP targets); a broker not reachable by then raises
+    :class:`~eventpush.realtime.BrokerUnavailableError` here, naming the URL and the cause."""
 
     def __init__(
         self,
@@ -278,12 +304,13 @@ class Producer:
         backend: Target = None,
         prefix: Optional[str] = None,
         timeout: float = 10.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         if backend is not None:  # spec §2 spells it Producer(backend=None)
             if target is not None:
                 raise TypeError("give target or backend, not both")
             target = backend
-        self._target = _resolve(target, prefix, timeout)
+        self._target = _resolve(target, prefix, timeout, connect_timeout)
         self._closed = False
 
     def publish(self, message: Any) -> Publication:
@@ -338,7 +365,9 @@ class AsyncPublication:
 
 class AsyncProducer:
     """The asyncio variant: ``await AsyncProducer(target).publish(message).to(channel)``. On AMQP, ``to`` waits
-    for the publisher confirm; over HTTP the request runs in a worker thread."""
+    for the publisher confirm (the first one waits up to ``connect_timeout`` for the connection; while RabbitMQ is
+    not reachable ``to`` raises :class:`~eventpush.realtime.BrokerUnavailableError`); over HTTP the request runs in
+    a worker thread."""
 
     def __init__(
         self,
@@ -347,6 +376,7 @@ class AsyncProducer:
         backend: Target = None,
         prefix: Optional[str] = None,
         timeout: float = 10.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         if backend is not None:
             if target is not None:
@@ -355,6 +385,7 @@ class AsyncProducer:
         self._spec = target
         self._prefix = prefix
         self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._target: Any = None
         self._amqp: Any = None
         self._closed = False
@@ -386,12 +417,12 @@ class AsyncProducer:
             if self._amqp is None:
                 from .amqp import AmqpBackend
 
-                self._amqp = AmqpBackend(spec)
+                self._amqp = AmqpBackend(spec, connect_timeout=self._connect_timeout)
                 await self._amqp.start()
             await self._amqp.publish_async(messages, channel)
             return
         if self._target is None:
-            self._target = _resolve(spec, self._prefix, self._timeout)
+            self._target = _resolve(spec, self._prefix, self._timeout, self._connect_timeout)
         if isinstance(self._target, _HttpTarget):
             await asyncio.get_running_loop().run_in_executor(None, self._target.send, messages, channel)
         else:
