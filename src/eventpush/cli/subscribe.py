@@ -29,7 +29,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    help="consumer id (default: a fresh one, kept for the whole run so no message is missed "
                    "between polls)")
     p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N messages")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="long-poll timeout asked of the hub")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="HTTP: the longest the server holds a long-poll (its long_poll.timeout, default 30); a reply "
+                   "slower than this plus 30 s counts as a lost connection and the poll is retried")
     p.set_defaults(func=run)
 
 
