@@ -115,6 +115,57 @@ def test_bad_request_body_400(hub, body):
     assert root["value"]["code"] == "REQUEST_INPUT_MALFORMED"
 
 
+def _named_twice(name):
+    return [{
+        "value": {"code": "REQUEST_INPUT_MALFORMED",
+                  "message": f"The request body holds the field {name!r} more than once; send all events in one "
+                             '"events" array.'},
+        "children": [{"value": {"code": "REQUEST_PARAMETER_MALFORMED",
+                                "message": f'The "{name}" field cannot be interpreted.'}, "children": []}],
+    }]
+
+
+@pytest.mark.parametrize("second", [b'"events"', b'"\\u0065vents"', b'"ev\\u0065nts"',
+                                    b'"\\u0065\\u0076\\u0065\\u006E\\u0074\\u0073"'],
+                         ids=["plain", "unicode-escape", "escape-inside", "all-escaped"])
+def test_events_named_twice_400(hub, second):
+    """A JSON parser keeps only the last "events" array: the events of the first would be neither stored nor
+    refused. The request is refused (FailureReason, nothing stored), whatever spelling repeats the name."""
+    before = stored(hub)
+    marker = uuid.uuid4().hex
+    first = orjson.dumps([dict(EVENT, context=["u", "w", marker + "-1"])])
+    last = orjson.dumps([dict(EVENT, context=["u", "w", marker + "-2"])])
+    body = b'{"events":' + first + b", " + second + b" : " + last + b"}"
+    assert list(orjson.loads(body)) == ["events"]
+    r = post(hub, body)
+    assert r.status == 400 and r.json() == _named_twice("events")
+    assert stored(hub) == before
+    # three times, the other top-level fields ignored as usual
+    r = post(hub, b'{"events":' + first + b',"x":1,' + second + b":" + last + b',"events":' + last + b"}")
+    assert r.status == 400 and r.json() == _named_twice("events")
+    assert stored(hub) == before
+
+
+def test_other_field_named_twice_400(hub):
+    """Any repeated top-level name is refused the same way (the body is ambiguous JSON)."""
+    before = stored(hub)
+    r = post(hub, b'{"events":' + orjson.dumps([EVENT]) + b',"x":1,"\\u0078":2}')
+    assert r.status == 400 and r.json() == _named_twice("x")
+    assert stored(hub) == before
+
+
+def test_escapes_inside_events_stored_decoded(hub):
+    marker = uuid.uuid4().hex
+    body = (b'{"\\u0065vents":[{"customer":"BARCHART","product":"WATCH\\u004cIST","type":"WATCHLIST-SYMBOL-ADDED",'
+            b'"timestamp":1599482731026,"context":["u\\/1","w\\"2\\"","' + marker.encode() + b'\\u00e9"],'
+            b'"\\u0065vents":"ignored","events":1}]}')
+    r = post(hub, body)
+    assert r.status == 200, r
+    (created,) = r.json()
+    assert created["product"] == "WATCHLIST" and created["context"] == ["u/1", 'w"2"', marker + "\u00e9"]
+    assert [b for _, b in stored(hub) if b["context"][2] == marker + "\u00e9"] == [created]
+
+
 def test_entitlements_code_and_all_codes_accepted(hub):
     events = [
         {"customer": "TGAM", "product": t["product"], "type": t["code"], "timestamp": 1, "context": []}

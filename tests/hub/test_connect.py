@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import uuid
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -324,6 +325,79 @@ def test_a_collection_named_twice_in_a_batch_is_400(hub):
     # the same name as a key inside the events is fine
     r = hub.post("/connect/events", b'{"' + c.encode() + b'":[{"id":"k4","' + c.encode() + b'":{"' + c.encode() + b'":1}}]}')
     assert r.status == 200 and r.json()[c][0]["success"] is True
+
+
+def esc(name: str) -> bytes:
+    """``name`` as a JSON string with every character written as a \\uXXXX escape."""
+    return b'"' + "".join("\\u%04x" % ord(ch) for ch in name).encode() + b'"'
+
+
+def named_twice(name):
+    return {"errorMessage": f"Collection {name!r} appears twice in the batch; send its events in one array."}
+
+
+def nothing_stored(hub, *names):
+    """Neither the storage nor GET /connect/events/{name} holds anything under these names."""
+    for name in names:
+        assert raw_stored(hub, name) == [], name
+        r = hub.get("/connect/events/" + quote(name, safe=""))
+        assert r.status == 200 and r.json() == {"results": []}, name
+
+
+@pytest.mark.parametrize("spellings", [
+    pytest.param(lambda c: (b'"' + c + b'"', esc(c.decode())), id="unicode-escape"),
+    pytest.param(lambda c: (b'"' + c + b'/x"', b'"' + c + b'\\/x"'), id="solidus-escape"),
+    pytest.param(lambda c: (b'"' + c + b'/x"', b'"' + c.replace(b"-", b"\\u002D") + b'/x"'), id="upper-hex"),
+    pytest.param(lambda c: (b'"\\u0063' + c[1:] + b'\\/x"', b'"' + c.replace(b"-", b"\\u002d") + b'\\u002fx"'),
+                 id="two-different-escapes"),
+    pytest.param(lambda c: (b'"' + c + b'"', esc(c.decode()), b'"\\u0063' + c[1:] + b'"'), id="three-times"),
+])
+def test_a_collection_named_twice_with_escapes_is_400(hub, spellings):
+    """Escapes spell a name differently, not another name: the parser still keeps only the last array, so the
+    batch is refused exactly as with the plain spelling, naming the collection decoded."""
+    c, other = coll(), coll()
+    keys = spellings(c.encode())
+    name = orjson.loads(keys[0])
+    assert {orjson.loads(k) for k in keys} == {name} and len(set(keys)) == len(keys)
+    members = [k + b':[{"id":"k%d","n":%d}]' % (i, i) for i, k in enumerate(keys)]
+    body = b"{" + members[0] + b',"' + other.encode() + b'":[{"id":"o1"}],' + b",".join(members[1:]) + b"}"
+    assert list(orjson.loads(body)) == [name, other]  # what a JSON parser makes of it: one array under `name`
+    r = hub.post("/connect/events", body)
+    assert r.status == 400 and r.json() == named_twice(name)
+    nothing_stored(hub, name, other)
+
+
+def test_escapes_inside_events_without_a_repeated_collection_are_stored(hub):
+    """Escapes in values and in the events' own keys, even keys that decode to a collection name, and escaped
+    collection names that are all different: a normal batch."""
+    c, d = coll(), coll()
+    ce, de = c.encode(), d.encode()
+    body = (b'{' + esc(c) + b':['
+            b'{"id":"e1","p":"a\\/b","q":"caf\\u00e9 \\"x\\" \\\\ \\n","' + ce + b'":1,' + esc(c) + b':{"\\u0069d":2}},'
+            b'{"id":"e2","' + ce + b'\\/x":["\\ud83d\\ude00","\\"' + ce + b'\\":[]"],"\\u0074s":"\\t"}],'
+            b'"' + de + b'":[{"id":"e3","r":"\\\\\\"' + ce + b'\\":","s":"' + ce + b'"}],'
+            b'"' + ce + b'\\/x":[{"id":"e4"}],'
+            b'"\\u0078":[]}')
+    doc = orjson.loads(body)
+    assert list(doc) == [c, d, c + "/x", "x"]
+    r = hub.post("/connect/events", body)
+    assert r.status == 200, r
+    ok = {"success": True, "duplicate": False}
+    assert r.json() == {c: [ok, ok], d: [ok], c + "/x": [ok], "x": []}
+    for name in (c, d, c + "/x"):
+        assert bare(stored(hub, name)) == doc[name]
+
+
+def test_a_collection_named_twice_in_a_body_deeper_than_pythons_parser_is_400(hub):
+    """orjson parses 1,024 levels, Python's json fewer (it raised RecursionError, and the batch went through
+    without the first array)."""
+    c = coll()
+    deep = b"[" * 1000 + b"]" * 1000
+    for second in (b'"' + c.encode() + b'"', esc(c)):
+        body = b'{"' + c.encode() + b'":[{"id":"k1"}],' + second + b':[{"id":"k2","d":' + deep + b"}]}"
+        r = hub.post("/connect/events", body)
+        assert r.status == 400 and r.json() == named_twice(c)
+        nothing_stored(hub, c)
 
 
 def test_batch_of_5000_ok_and_5001_is_413(hub):

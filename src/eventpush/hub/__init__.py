@@ -24,8 +24,11 @@ Connect: statuses and bodies
          property starting ``tp_`` (case-insensitive, like the Python, Ruby and .NET SDKs check it);
          ``"Property name _id is reserved and cannot be set."`` for ``_id`` (any case); also malformed JSON,
          invalid UTF-8, an empty body, a body that is not an object (single) or not ``{name: array}`` (batch),
-         nesting deeper than 254 levels (what orjson writes back), and a batch collection name that is empty or
-         over 255 chars.
+         nesting deeper than 254 levels (what orjson writes back), a batch collection name that is empty or
+         over 255 chars, and a batch that names one collection more than once, however spelled (``"c"``,
+         ``"\\u0063"``; ``"a/b"``, ``"a\\/b"``): ``"Collection 'c' appears twice in the batch; send its events in
+         one array."`` (a JSON parser would keep only the last array, and the first one's events would get no
+         result).
     401  ``{"errorMessage":"Unauthorised. Please check your Project Id and API Key"}`` when projects are configured
          and ``X-Project-Id`` / ``X-Api-Key`` do not match one (checked before the body is read). Without any
          configured project every key is accepted (a warning at start) and a missing project id stores under "".
@@ -58,7 +61,9 @@ Barchart: statuses and bodies
     400  FailureReason array; one root ``REQUEST_INPUT_MALFORMED`` per invalid event ("…events[3] is invalid.")
          with one ``REQUEST_PARAMETER_MALFORMED`` child per bad field ('The "timestamp" field cannot be
          interpreted.'); at most 100 roots. One invalid event rejects the whole request (the API has no per-event
-         results). Malformed JSON / a body without an ``events`` array also answer 400 in this shape. Checks:
+         results). Malformed JSON / a body without an ``events`` array also answer 400 in this shape, as does a
+         body whose top-level object repeats a name, however spelled (``"events"`` twice would keep only the last
+         array): "The request body holds the field 'events' more than once; …". Checks:
          customer, product and type are known codes (exact, case-sensitive), timestamp an integer (an integral
          float is accepted), context an array, version a string when present. ``--strict-context`` adds: the type
          belongs to the product, and the per-customer transformers and validators (string / uuid /

@@ -19,6 +19,7 @@ import orjson
 from . import barchart as bc
 from . import connect as cn
 from .config import HubConfig
+from .jsonkeys import repeated_key
 from .stats import Stats
 from .storage import SinkStorage, SQLiteStorage, Storage
 
@@ -611,7 +612,13 @@ class HubApp:
     async def _barchart_events(self, scope: Scope, receive: Receive, req: _Req) -> Tuple[int, bytes, Headers]:
         self.stats.api_request("barchart")
         req.collection = "events"
-        doc = self._parse(await self._read(scope, receive, req, bc.failure), bc.failure)
+        raw = await self._read(scope, receive, req, bc.failure)
+        doc = self._parse(raw, bc.failure)
+        if type(doc) is dict:
+            twice = repeated_key(raw, doc)
+            if twice is not None:  # {"events": [...], "events": [...]}: the parser kept only the last array
+                raise HTTPError(400, bc.failure(bc.msg_named_twice(twice), [bc.field_reason(twice)]),
+                                reason="field named twice")
         batch = str(uuid.uuid4())
         bodies, failure, invalid = bc.prepare_events(doc, self.config.strict_context, batch)
         if bodies is None:

@@ -15,7 +15,7 @@ import orjson
 
 from .. import _barchart_data as data
 
-__all__ = ["prepare_events", "failure", "CUSTOMERS", "PRODUCTS", "TYPES", "MSG_GENERAL_FAILURE"]
+__all__ = ["prepare_events", "failure", "msg_named_twice", "CUSTOMERS", "PRODUCTS", "TYPES", "MSG_GENERAL_FAILURE"]
 
 CUSTOMERS = frozenset(c["code"] for c in data.CUSTOMERS)
 PRODUCTS = frozenset(p["code"] for p in data.PRODUCTS)
@@ -45,6 +45,12 @@ def field_reason(name: str, detail: str = "") -> Dict[str, Any]:
     """``REQUEST_PARAMETER_MALFORMED`` for one field, with the SDK's message."""
     msg = f'The "{name}" field cannot be interpreted.'
     return reason("REQUEST_PARAMETER_MALFORMED", msg + (" " + detail if detail else ""))
+
+
+def msg_named_twice(name: str) -> str:
+    """The 400 message for a body whose top-level object holds ``name`` more than once (the JSON parser would keep
+    only the last value: for ``events``, the events of every earlier array would vanish without an answer)."""
+    return f"The request body holds the field {name!r} more than once; send all events in one \"events\" array."
 
 
 def failure(message: str, children: Optional[List[Dict[str, Any]]] = None) -> bytes:

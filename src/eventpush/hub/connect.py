@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import orjson
 
 from .. import _impl
-from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok
+from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok, long_digit_run
 from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
+from .jsonkeys import repeated_key
 
 __all__ = [
     "validate_event",
@@ -74,21 +75,13 @@ class _TooDeep(Exception):
 
 
 # orjson.loads holds the integers -2**63 .. 2**64-1 exactly and gives any other integer as a float, rounded without
-# a word. Every such integer has a run of at least 19 digits (-2**63 - 1 has 19), so a body without one (almost
-# every body) is exact as orjson parsed it. PERF: translate + find look for the run at ~0.2 us per 200-byte event;
-# a regex takes over 2 us.
+# a word; a body without a run of 19+ digits (almost every body) is exact as orjson parsed it (long_digit_run).
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
-_DIGIT_MAP = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_DIGIT_RUN = b"0" * 19
 
 
 class TooDeepToCheck(ValueError):
     """A body with an integer beyond 64 bits nests deeper than Python's JSON parser goes (orjson goes further)."""
-
-
-def _long_digit_run(raw: bytes) -> bool:
-    return raw.translate(_DIGIT_MAP).find(_DIGIT_RUN) >= 0
 
 
 def exact_document(raw: bytes) -> Optional[Any]:
@@ -96,7 +89,7 @@ def exact_document(raw: bytes) -> Optional[Any]:
     into a float stays exact: an ``orjson.Fragment`` of its digits, which ``orjson.dumps`` writes back verbatim.
     ``None`` when the body holds no such integer (orjson's document is exact). Raises :class:`TooDeepToCheck`
     when the body nests too deeply for the stdlib parser."""
-    if not _long_digit_run(raw):
+    if not long_digit_run(raw):
         return None
     found = []
 
@@ -117,29 +110,12 @@ def exact_document(raw: bytes) -> Optional[Any]:
 
 
 def repeated_collection(raw: bytes, names: Any) -> Optional[str]:
-    """A collection named twice at the top of a batch body (``{"c": […], "c": […]}``), or ``None``. orjson keeps
-    the last array and drops the first without a word; the hub refuses such a batch instead. PERF: a search for
-    each name's JSON spelling followed by ``:``; only when one occurs twice (say, also as a key inside the events)
-    does Python's parser look at the top level's keys."""
-    if not any(len(re.findall(re.escape(orjson.dumps(n)) + rb"[ \t\r\n]*:", raw)) > 1 for n in names):
-        return None
-    repeated: List[Optional[str]] = []
-
-    def pairs(items: List[Tuple[str, Any]]) -> Dict[str, Any]:
-        seen = set()
-        first = None
-        for k, _ in items:
-            if k in seen and first is None:
-                first = k
-            seen.add(k)
-        repeated.append(first)  # the top-level object is the last one completed
-        return dict(items)
-
-    try:
-        json.loads(raw, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return None
-    return repeated[-1] if repeated else None
+    """A collection named more than once at the top of a batch body, however spelled
+    (``{"c": […], "c": […]}``, ``{"c": […], "\\u0063": […]}``, ``{"a/b": […], "a\\/b": […]}``), or ``None``.
+    orjson keeps the last array and drops the first without a word; the hub refuses such a batch instead.
+    ``names``: the parsed batch. See :func:`eventpush.hub.jsonkeys.repeated_key` (and its PERF note: a body
+    without a backslash costs one search per collection name, as before)."""
+    return repeated_key(raw, names)
 
 
 def server_timestamp() -> str:
@@ -251,7 +227,7 @@ _LONG_STRING = re.compile(rb'"[^"]{256}').search
 def _suspect(raw: bytes) -> bool:
     """True when the raw body might hold a forbidden key or an integer beyond 64 bits (then every event takes the
     exact path)."""
-    if b"\\" in raw or _long_digit_run(raw):  # (a long digit run: maybe an integer beyond 64 bits)
+    if b"\\" in raw or long_digit_run(raw):  # (a long digit run: maybe an integer beyond 64 bits)
         return True
     low = raw.lower()
     return b'"tp_' in low or b'"_id"' in low or _DOT_KEY(raw) is not None or _LONG_STRING(raw) is not None
