@@ -116,6 +116,17 @@ def test_two_hub_processes_on_one_rabbitmq(hub_, tmp_path, rabbitmq_url, uid):
     assert uid.encode() in buf
 
 
+def test_long_poll_timeout_option(hub_):
+    """``eventpush serve --long-poll-timeout S``: a long-poll on /push with no message answers 204 after S seconds
+    (the hub had no way to change the 30 s)."""
+    hub = hub_("--long-poll-timeout", "0.5")
+    t0 = time.monotonic()
+    r = requests.get(hub.url + "/push/quiet", headers={"Consumer-Id": "c"}, timeout=20)
+    took = time.monotonic() - t0
+    assert r.status_code == 204 and r.content == b""
+    assert 0.4 <= took < 10, took
+
+
 def test_channel_below_the_mount_may_start_with_push(hub_):
     hub = hub_()
     open_queue(hub.url + "/push/push/odd", "odd")

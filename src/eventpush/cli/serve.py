@@ -34,6 +34,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                    help="Barchart: apply the per-customer context validators and check type vs product")
     p.add_argument("--broker", default="memory", help="realtime broker: memory (default) or an amqp:// URL")
     p.add_argument("--queue-ttl", type=float, default=15.0, help="realtime consumer queue TTL in seconds (default 15)")
+    p.add_argument("--long-poll-timeout", type=float, default=None, metavar="S",
+                   help="seconds a realtime long-poll waits before its 204 (default: the realtime configuration's "
+                   "long_poll.timeout, 30)")
     p.add_argument("--no-realtime", action="store_true", help="do not start eventpush.realtime (/push answers 404)")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the database (default 1)")
     p.add_argument("--busy-timeout", type=float, default=30.0, metavar="S",
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             gc_threshold=args.gc_threshold,
             header_timeout=args.header_timeout,
             max_header_bytes=args.max_header_bytes,
+            long_poll_timeout=args.long_poll_timeout,
         )
     except (OSError, ValueError) as exc:
         print(f"eventpush serve: {exc}", file=sys.stderr)

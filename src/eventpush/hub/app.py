@@ -177,7 +177,8 @@ class HubApp:
             log.info("realtime disabled (%s); /push answers 404", self.realtime_error)
             return
         try:
-            rt = build(self.config.broker, queue_ttl=self.config.queue_ttl)
+            lp = self.config.long_poll_timeout
+            rt = build(self.config.broker, queue_ttl=self.config.queue_ttl, **({} if lp is None else {"timeout": lp}))
             await rt.startup()
         except Exception as exc:
             # Ingestion matters more than live channels: keep serving the APIs, say so loudly, /push answers 503.

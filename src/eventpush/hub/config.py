@@ -26,7 +26,9 @@ class HubConfig:
     collector's first-generation threshold of the process to it (``eventpush serve`` does by default; an app
     built into another server leaves the collector alone unless asked). ``header_timeout`` and
     ``max_header_bytes`` bound how a request starts (:mod:`eventpush.hub.http`; applied when the server uses
-    :class:`~eventpush.hub.http.HubHttpProtocol`, as ``eventpush serve`` does).
+    :class:`~eventpush.hub.http.HubHttpProtocol`, as ``eventpush serve`` does). ``long_poll_timeout``: seconds a
+    realtime long-poll on ``/push`` waits before its 204 (``None``: the realtime configuration's
+    ``long_poll.timeout``, 30 s by default).
     """
 
     __slots__ = (
@@ -47,6 +49,7 @@ class HubConfig:
         "gc_threshold",
         "header_timeout",
         "max_header_bytes",
+        "long_poll_timeout",
     )
 
     def __init__(
@@ -69,6 +72,7 @@ class HubConfig:
         gc_threshold: Optional[int] = None,
         header_timeout: float = 10.0,
         max_header_bytes: int = 64 * 1024,
+        long_poll_timeout: Optional[float] = None,
     ) -> None:
         if root not in (None, "connect", "barchart"):
             raise ValueError(f"root must be 'connect', 'barchart' or None, not {root!r}")
@@ -82,6 +86,8 @@ class HubConfig:
             raise ValueError("header_timeout must be more than 0 seconds")
         if int(max_header_bytes) < 1024:
             raise ValueError("max_header_bytes must be at least 1024")
+        if long_poll_timeout is not None and not float(long_poll_timeout) > 0:
+            raise ValueError("long_poll_timeout must be more than 0 seconds")
         self.projects: Dict[str, FrozenSet[str]] = {str(p): frozenset(k) for p, k in (projects or {}).items()}
         self.db = db
         self.sink = bool(sink)
@@ -99,6 +105,7 @@ class HubConfig:
         self.gc_threshold = None if not gc_threshold else int(gc_threshold)
         self.header_timeout = float(header_timeout)
         self.max_header_bytes = int(max_header_bytes)
+        self.long_poll_timeout = None if long_poll_timeout is None else float(long_poll_timeout)
 
     def to_json(self) -> bytes:
         """Serialize (for the worker processes)."""
