@@ -9,6 +9,7 @@ import os
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 _spec = importlib.util.spec_from_file_location(
     "_eventpush_envflags", os.path.join(os.path.dirname(os.path.abspath(__file__)), "src", "eventpush", "_envflags.py")
@@ -44,4 +45,20 @@ if not env_flag("EVENTPUSH_PURE"):
         },
     )
 
-setup(ext_modules=ext_modules)
+
+class BuildExt(build_ext):
+    """The compiled core is required unless EVENTPUSH_PURE=1: when it does not build, say how to get the twin."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception:
+            sys.stderr.write(
+                "\n*** eventpush: the compiled core (eventpush._core) did not build (compiler output above, error\n"
+                "*** below). Install a C compiler and the Python headers, or install the pure-Python twin instead\n"
+                "*** (same behaviour, slower) with EVENTPUSH_PURE=1, e.g.  EVENTPUSH_PURE=1 pip install eventpush\n\n"
+            )
+            raise
+
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
