@@ -105,7 +105,9 @@ cdef extern from *:
 
 import_datetime()
 
-cdef object _dumps = orjson.dumps
+cdef object _dumps = _py.orjson_dumps  # orjson.dumps itself unless the installed orjson must be kept shallow
+# orjson from 3.11.7 writes a positive exponent "1e+16", earlier ones "1e16" (Python 3.9 has at most 3.11.5)
+cdef bint _EXP_PLUS = orjson.dumps(1e16) == b"1e+16"
 cdef object _OPT_CONNECT_PY = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME  # the twin's options
 cdef object _OPT_NATIVE_PY = orjson.OPT_NON_STR_KEYS
 cdef object _iso_default = _py._iso_default
@@ -147,8 +149,10 @@ cdef enum:
     FRAMING_NDJSON = 3
     FRAMING_ARRAY = 4
 
+# orjson refuses 255 nested containers; with an orjson that cannot write them safely, 101 (the twin's constant)
+cdef int MAX_DEPTH = _py.MAX_DEPTH
+
 cdef enum:
-    MAX_DEPTH = 255          # orjson refuses 255 nested containers (same constant as the twin)
     RANDOM_CHUNK = 4096
     FIRST_CAPACITY = 1024
 
@@ -1157,7 +1161,8 @@ cdef bint _w_short_decimal(_Buf out, double f) except -1:
 
 cdef int _w_float(_Buf out, double f) except -1:
     """``f`` as orjson writes it: Python's shortest repr, with orjson's exponent spelling (``1e-7`` for
-    ``1e-07``; ``1.5e+16`` as is) and positional digits for exponent -5 (``0.000015`` for ``1.5e-05``)."""
+    ``1e-07``; ``1.5e+16`` as is, or ``1.5e16`` with an orjson before 3.11.7) and positional digits for exponent -5
+    (``0.000015`` for ``1.5e-05``)."""
     if _w_short_decimal(out, f):
         return 0
     cdef char* r = PyOS_double_to_string(f, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
@@ -1172,8 +1177,15 @@ cdef int _w_float(_Buf out, double f) except -1:
             if r[i] == b'e':
                 e = i
                 break
-        if e < 0 or r[e + 1] == b'+':
+        if e < 0:
             out.write(r, n)
+            return 0
+        if r[e + 1] == b'+':
+            if _EXP_PLUS:
+                out.write(r, n)
+            else:
+                out.write(r, e + 1)
+                out.write(r + e + 2, n - e - 2)
             return 0
         # negative exponent: r is [-]D[.DDD]e-XX
         i = e + 2

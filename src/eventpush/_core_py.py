@@ -48,10 +48,52 @@ MSG_BC_FIELD = 'The "{}" field cannot be interpreted.'
 MSG_COLLECTION = "Collection name must be a str"
 MSG_NAN = "NaN and Infinity cannot be serialized to JSON"
 MSG_BIG_INT = "Integer exceeds 64-bit range"  # orjson's words
-MSG_DEPTH = "Nesting too deep (orjson's limit is 254 levels of containers)"
+
+
+def _version(text: str) -> Tuple[int, ...]:
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in text.split(".")[:3])  # type: ignore[union-attr]
+
+
+#: orjson before 3.11.6 (for Python 3.9 the newest is 3.11.5) can corrupt memory when it writes containers nested
+#: about 150 deep (measured with nested dicts), below its own limit of 255. With such an orjson, events may nest
+#: 100 containers deep (MongoDB's limit too): the encoders and the hub refuse deeper ones, and ``orjson_dumps``
+#: measures the depth before orjson writes anything.
+ORJSON_NESTS_SAFELY = _version(orjson.__version__) >= (3, 11, 6)
 
 #: orjson refuses a document whose containers nest 255 deep; the walk reports the container that reaches it.
-MAX_DEPTH = 255
+MAX_DEPTH = 255 if ORJSON_NESTS_SAFELY else 101
+MSG_DEPTH = f"Nesting too deep (the limit is {MAX_DEPTH - 1} levels of containers)"
+
+
+def _nests_too_deep(obj: Any) -> bool:
+    """Whether a container in ``obj`` (dicts, lists, tuples) sits ``MAX_DEPTH`` deep (the root is 1)."""
+    stack = [(obj, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v, depth = pop()
+        if isinstance(v, dict):
+            items: Any = v.values()
+        elif isinstance(v, (list, tuple)):
+            items = v
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            return True
+        for x in items:
+            if isinstance(x, (dict, list, tuple)):
+                push((x, depth + 1))
+    return False
+
+
+if ORJSON_NESTS_SAFELY:
+    orjson_dumps = orjson.dumps
+else:
+
+    def orjson_dumps(obj: Any, default: Any = None, option: Any = None) -> bytes:  # type: ignore[misc]
+        """``orjson.dumps``, refusing (as orjson does past its own limit) what nests ``MAX_DEPTH`` deep."""
+        if _nests_too_deep(obj):
+            raise orjson.JSONEncodeError("Recursion limit reached")
+        return orjson.dumps(obj, default=default, option=option)
 
 _RANDOM_CHUNK = 4096
 _MIN_MICROS = -62135596800 * 1000000  # 0001-01-01T00:00:00
@@ -287,7 +329,7 @@ def _serialize(obj: Any, option: int, default: Any, big_ints: bool = True) -> by
     them (connect-python, the Ruby gem and plain JSON send them so); the Barchart rules refuse them (the original
     client's JavaScript numbers cannot hold one)."""
     try:
-        data = orjson.dumps(obj, option=option, default=default)
+        data = orjson_dumps(obj, option=option, default=default)
     except TypeError as exc:
         found = _find_problem(obj, "", 0, option, default)
         if found is None:
@@ -856,7 +898,7 @@ _hub_ts = HUB_TIMESTAMP.match
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 _TWO_63 = float(1 << 63)
-_MAX_NESTING = 255  # the compiled writer leaves a container at this depth (orjson's limit) to the exact path
+_MAX_NESTING = MAX_DEPTH  # the compiled writer leaves a container at this depth (orjson's limit) to the exact path
 
 
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)

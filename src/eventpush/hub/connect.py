@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import orjson
 
 from .. import _impl
-from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok, long_digit_run
+from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok, long_digit_run, orjson_dumps
+from .._core_py import MAX_DEPTH as _MAX_CONTAINERS
 from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
 from .jsonkeys import repeated_key
 
@@ -39,8 +40,9 @@ __all__ = [
     "TooDeepToCheck",
 ]
 
-# orjson writes at most 254 nested containers back; deeper events could be parsed but never stored.
-MAX_DEPTH = 254
+# orjson writes at most 254 nested containers back; deeper events could be parsed but never stored. (100 with an
+# orjson that cannot write deep nesting safely: eventpush._core_py.ORJSON_NESTS_SAFELY.)
+MAX_DEPTH = _MAX_CONTAINERS - 1
 MAX_KEY_LENGTH = 255
 MAX_BATCH_EVENTS = CONNECT_MAX_BATCH_EVENTS
 MAX_EVENT_BYTES = CONNECT_MAX_EVENT_BYTES
@@ -66,7 +68,7 @@ DESC_ID = "id must be a non-empty string of at most 255 characters"
 # the pure-Python fallback below scans the raw body first (~1.5 us in all).
 _bulk = _impl.core_c.hub_connect_bulk if _impl.IMPLEMENTATION == "cython" else None  # type: ignore[union-attr]
 
-_dumps = orjson.dumps
+_dumps = orjson_dumps
 _JSONEncodeError = orjson.JSONEncodeError
 
 

@@ -159,11 +159,12 @@ class AmqpBackend(Backend):
                 pub = await conn.channel(publisher_confirms=True)
             except BaseException as exc:
                 # A connection that failed (or whose attempt was cancelled by close()) is closed: left alone, a
-                # cancelled RobustConnection goes on reconnecting in the background.
+                # cancelled RobustConnection goes on reconnecting in the background. Bounded: aio-pika 9 (the
+                # newest for Python 3.9) waits in close() for its own reconnect loop, which never ends.
                 for c in made:
                     try:
-                        await c.close()
-                    except Exception:  # noqa: BLE001 - closing what never opened
+                        await asyncio.wait_for(c.close(), timeout=self.connect_timeout)
+                    except (Exception, asyncio.TimeoutError):  # noqa: BLE001 - closing what never opened
                         pass
                 if not isinstance(exc, _AWAY):
                     raise
