@@ -211,6 +211,7 @@ class Batcher(_BatcherBase):
         self._replay_wanted = self.spool is not None
         self._replaying = False
         self._threads: List[threading.Thread] = []
+        self._inline = False  # no worker threads could start: flush() sends
         self._c: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._left = 0  # events that left the buffer (settled or spooled): pushed = _left + _buffered
         self._limit = -1 if self._closed else self.max_buffered
@@ -234,7 +235,15 @@ class Batcher(_BatcherBase):
     def _spawn(self, fn: Callable[[], None], name: str) -> None:
         # daemon: a forgotten batcher must not hang interpreter exit; the atexit hook does the delivering
         t = threading.Thread(target=fn, name=name, daemon=True)
-        t.start()
+        try:
+            t.start()
+        except RuntimeError as exc:
+            if "interpreter shutdown" not in str(exc):
+                raise
+            # Python 3.12.0-3.12.1 refuse new threads in atexit handlers (a batcher first made there, e.g. by
+            # EventBatcher's exit hook): flush() then sends from the thread that calls it.
+            self._inline = True
+            return
         self._threads.append(t)
 
     def _reinit_after_fork(self) -> None:
@@ -346,27 +355,43 @@ class Batcher(_BatcherBase):
                     self._work.wait()
                 if not self._ready:
                     return
-                batch = self._ready.popleft()
-                self._inflight[id(batch)] = batch
-                # the endpoint looked down: one attempt, then straight to the spool (without a spool, every batch
-                # gets the full retry policy: failing there means on_error)
-                probe = self._unhealthy and self._spool_dir is not None
-            try:
-                self._deliver(batch, probe)
-            except Exception:  # never let a worker die: that would strand events
-                log.exception("unexpected error while delivering a batch; spooling it")
-                self._fail(batch, batch.count, None, SpoolError("delivery crashed"))
-            finally:
-                with self._lock:
-                    self._inflight.pop(id(batch), None)
-                    self._buffered -= batch.count
-                    self._left += batch.count
-                    self._room.notify_all()
-                    if self._buffered == 0:
-                        self._idle.notify_all()
-                    abandoned = id(batch) in self._abandoned
-                if self.on_delivered is None and not abandoned:
-                    self._release(batch)  # PERF: lets the encoder reuse the buffer (a result may still need it)
+                batch, probe = self._take_locked()
+            self._send_one(batch, probe)
+
+    def _send_inline(self, deadline: Optional[float]) -> None:
+        """No worker threads (see ``_spawn``): send the sealed batches from this thread until none is left or the
+        deadline passed (close() then spools the rest)."""
+        while deadline is None or time.monotonic() < deadline:
+            with self._lock:
+                if not self._ready:
+                    return
+                batch, probe = self._take_locked()
+            self._send_one(batch, probe)
+
+    def _take_locked(self) -> Tuple[Any, bool]:
+        batch = self._ready.popleft()
+        self._inflight[id(batch)] = batch
+        # the endpoint looked down: one attempt, then straight to the spool (without a spool, every batch gets the
+        # full retry policy: failing there means on_error)
+        return batch, self._unhealthy and self._spool_dir is not None
+
+    def _send_one(self, batch: Any, probe: bool) -> None:
+        try:
+            self._deliver(batch, probe)
+        except Exception:  # never let a worker die: that would strand events
+            log.exception("unexpected error while delivering a batch; spooling it")
+            self._fail(batch, batch.count, None, SpoolError("delivery crashed"))
+        finally:
+            with self._lock:
+                self._inflight.pop(id(batch), None)
+                self._buffered -= batch.count
+                self._left += batch.count
+                self._room.notify_all()
+                if self._buffered == 0:
+                    self._idle.notify_all()
+                abandoned = id(batch) in self._abandoned
+            if self.on_delivered is None and not abandoned:
+                self._release(batch)  # PERF: lets the encoder reuse the buffer (a result may still need it)
 
     def _deliver(self, batch: Any, probe: bool) -> None:
         n = batch.count
@@ -525,7 +550,11 @@ class Batcher(_BatcherBase):
                 with self._lock:
                     self._unhealthy = True
                 break
-        return spool.pending()[0] == 0
+        if spool.pending()[0]:
+            return False
+        with self._lock:
+            self._replay_wanted = False  # (as the replayer thread notes when it finds the spool empty)
+        return True
 
     def _replay_one(self, probe: bool) -> bool:
         """Replay the oldest spool record; False when the spool is empty or the endpoint still fails."""
@@ -576,6 +605,12 @@ class Batcher(_BatcherBase):
             raise RuntimeError("flush() / close() cannot be called from an on_delivered / on_error callback: "
                                "the batch being reported is still in flight")
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._inline:
+            with self._lock:
+                self._seal_locked()
+            self._send_inline(deadline)
+            if self.spool is not None and (deadline is None or time.monotonic() < deadline):
+                self.replay_spool()
         with self._lock:
             self._seal_locked()
             while not self._settled():

@@ -368,3 +368,47 @@ def test_stats_snapshot_has_every_counter(server):
                 "bytes", "batches", "duplicates", "corrupt", "buffered"):
         assert key in st
     assert st["pushed"] == st["sent"] == st["delivered"] == 1 and st["batches"] == 1 and st["bytes"] > 0
+
+
+def test_no_threads_at_interpreter_shutdown_flush_sends_inline(make_server, spool_dir, monkeypatch):
+    """Python 3.12.0-3.12.1 refuse new threads in atexit handlers, where a batcher may first be made (EventBatcher's
+    exit hook): the batcher then sends from the thread that flushes it, replaying the spool too; nothing is lost."""
+    import threading
+
+    s = make_server("collections")
+    s.down()
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:  # an earlier run left 300 spooled
+        for ev_id in ids(300, "old"):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+        assert b.stats["spooled"] == 300
+    s.up()
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    with monkeypatch.context() as m:
+        m.setattr(threading.Thread, "start", refuse)
+        b = Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir, max_batch_events=100)
+    assert b._threads == []
+    for ev_id in ids(1000):
+        b.push({"id": ev_id}, "c")
+    assert s.received == 0  # nothing sends in the background
+    b.close(30)
+    st = b.stats
+    assert (st["delivered"], st["replayed"], st["spooled"], st["dropped"]) == (1300, 300, 0, 0)
+    assert s.ids() == set(ids(1000)) | set(ids(300, "old"))
+    assert os.listdir(spool_dir) == []
+
+
+def test_other_thread_start_failures_still_raise(make_server, monkeypatch):
+    import threading
+
+    s = make_server("collections")
+
+    def refuse(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        Batcher(s.url, CONNECT, atexit=False)
