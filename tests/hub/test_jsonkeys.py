@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from typing import Any, List, Optional, Tuple
 
 import orjson
@@ -116,8 +117,10 @@ def test_repeated_key_deeper_than_pythons_parser():
     """orjson parses up to 1024 levels, Python's parser fewer: the repetition is still found (and named)."""
     deep = b"[" * 1000 + b"]" * 1000
     for raw in (b'{"c":[{"id":"k1"}],"c":[' + deep + b"]}", b'{"c":[{"id":"k1"}],"\\u0063":[' + deep + b"]}"):
-        with pytest.raises(RecursionError):
-            json.loads(raw)
+        if sys.version_info < (3, 12):  # from 3.12 the C parser goes deeper than orjson's 1024 levels
+            with pytest.raises(RecursionError):
+                json.loads(raw)
         assert repeated_key(raw, orjson.loads(raw)) == "c"
+        assert jsonkeys._first_repeated_scanned(raw) == "c"  # the fallback, whatever this Python's parser does
     raw = b'{"c":[{"c":1,"\\u0063":2}],"d":[' + deep + b"]}"
     assert repeated_key(raw, orjson.loads(raw)) is None

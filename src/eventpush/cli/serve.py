@@ -58,7 +58,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                    help="on shutdown, wait at most S seconds for in-flight requests (default 30)")
     p.add_argument("--gc-threshold", type=int, default=20_000, metavar="N",
                    help="the garbage collector's first-generation threshold in the hub process (default 20000: "
-                   "large batches allocate thousands of objects per request; 0 keeps Python's default of 700)")
+                   "large batches allocate thousands of objects per request; 0 keeps Python's default: 700, 2000 from 3.13)")
     p.set_defaults(func=run)
 
 
