@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 import uuid
 from urllib.parse import quote
 
@@ -305,9 +306,14 @@ def test_integer_beyond_64_bits_in_a_body_too_deep_to_check_is_400(hub):
     deep = b"[" * 1020 + b"]" * 1020
     c = coll()
     r = hub.post("/connect/events", b'{"' + c.encode() + b'":[{"v":123456789012345678901234567890,"d":' + deep + b"}]}")
-    assert r.status == 400
-    assert r.json() == {"errorMessage": "The request body holds an integer beyond 64 bits and nests too deeply to "
-                                        "store it exactly."}
+    if sys.version_info < (3, 12):
+        assert r.status == 400
+        assert r.json() == {"errorMessage": "The request body holds an integer beyond 64 bits and nests too deeply "
+                                            "to store it exactly."}
+    else:  # from 3.12 Python's parser reads it all: the event itself is then refused for its depth
+        assert r.status == 200
+        assert r.json() == {c: [{"success": False, "duplicate": False,
+                                 "message": f"Event nesting exceeds the maximum depth of {MAX_DEPTH}."}]}
     assert raw_stored(hub, c) == [] and hub.get("/health").status == 200
 
 
