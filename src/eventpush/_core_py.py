@@ -60,7 +60,8 @@ def _version(text: str) -> Tuple[int, ...]:
 #: measures the depth before orjson writes anything.
 ORJSON_NESTS_SAFELY = _version(orjson.__version__) >= (3, 11, 6)
 
-#: orjson refuses a document whose containers nest 255 deep; the walk reports the container that reaches it.
+#: Containers may nest MAX_DEPTH - 1 deep: orjson refuses 255 (101 here with an orjson that cannot write deeper
+#: safely); the walk reports the container that reaches it.
 MAX_DEPTH = 255 if ORJSON_NESTS_SAFELY else 101
 MSG_DEPTH = f"Nesting too deep (the limit is {MAX_DEPTH - 1} levels of containers)"
 
