@@ -325,6 +325,13 @@ class Batcher(_BatcherBase):
         while self._buffered >= self.max_buffered:
             if self._closed:
                 raise ClosedError("the batcher was closed while waiting for room")
+            if self._inline and self._ready:  # no worker threads (see _spawn): this thread makes the room
+                self._lock.release()
+                try:
+                    self._send_inline(deadline)
+                finally:
+                    self._lock.acquire()
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise BufferFullError(f"no room in the buffer after {self.block_timeout} s "

@@ -389,15 +389,18 @@ def test_no_threads_at_interpreter_shutdown_flush_sends_inline(make_server, spoo
 
     with monkeypatch.context() as m:
         m.setattr(threading.Thread, "start", refuse)
-        b = Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir, max_batch_events=100)
+        b = Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir, max_batch_events=100, max_buffered=250)
     assert b._threads == []
-    for ev_id in ids(1000):
+    for ev_id in ids(200):
         b.push({"id": ev_id}, "c")
     assert s.received == 0  # nothing sends in the background
+    for ev_id in ids(800, "more"):  # a full buffer (overflow="block"): the pushing thread sends to make room
+        b.push({"id": ev_id}, "c")
+    assert 0 < s.received < 1000
     b.close(30)
     st = b.stats
     assert (st["delivered"], st["replayed"], st["spooled"], st["dropped"]) == (1300, 300, 0, 0)
-    assert s.ids() == set(ids(1000)) | set(ids(300, "old"))
+    assert s.ids() == set(ids(200)) | set(ids(800, "more")) | set(ids(300, "old"))
     assert os.listdir(spool_dir) == []
 
 
