@@ -548,7 +548,7 @@ class HubApp:
                 raise HTTPError(400, _connect_error(
                     f"Collection names must be 1 to {MAX_COLLECTION_LENGTH} characters long."),
                     reason="bad collection name")
-        twice = cn.repeated_collection(raw, doc)
+        twice = repeated_key(raw, doc)  # {"c": [...], "\u0063": [...]}: the parser kept only the last array
         if twice is not None:
             raise HTTPError(400, _connect_error(
                 f"Collection {twice!r} appears twice in the batch; send its events in one array."),

@@ -18,7 +18,6 @@ from .. import _impl
 from .._core_py import HUB_TIMESTAMP, hub_timestamp_ok, long_digit_run, orjson_dumps
 from .._core_py import MAX_DEPTH as _MAX_CONTAINERS
 from ..dialects import CONNECT_MAX_BATCH_EVENTS, CONNECT_MAX_EVENT_BYTES, CONNECT_TOO_LARGE_MESSAGE
-from .jsonkeys import repeated_key
 
 __all__ = [
     "validate_event",
@@ -36,7 +35,6 @@ __all__ = [
     "MSG_DUPLICATE",
     "MSG_NOT_OBJECT",
     "exact_document",
-    "repeated_collection",
     "TooDeepToCheck",
 ]
 
@@ -109,15 +107,6 @@ def exact_document(raw: bytes) -> Optional[Any]:
         raise TooDeepToCheck(
             "The request body holds an integer beyond 64 bits and nests too deeply to store it exactly.") from None
     return doc if found else None
-
-
-def repeated_collection(raw: bytes, names: Any) -> Optional[str]:
-    """A collection named more than once at the top of a batch body, however spelled
-    (``{"c": […], "c": […]}``, ``{"c": […], "\\u0063": […]}``, ``{"a/b": […], "a\\/b": […]}``), or ``None``.
-    orjson keeps the last array and drops the first without a word; the hub refuses such a batch instead.
-    ``names``: the parsed batch. See :func:`eventpush.hub.jsonkeys.repeated_key` (and its PERF note: a body
-    without a backslash costs one search per collection name, as before)."""
-    return repeated_key(raw, names)
 
 
 def server_timestamp() -> str:
