@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -33,6 +34,21 @@ def write_numbered(path, n):
         for i in range(n):
             f.write(b'{"n":%d}\n' % i)
     return path
+
+
+@contextlib.contextmanager
+def running(args, **popen):
+    """``eventpush push`` in a child process (output discarded unless ``popen`` says otherwise), killed on the way
+    out if it is still running."""
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    proc = subprocess.Popen(args, **popen)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def settled_received(server):
@@ -131,15 +147,10 @@ def test_killed_before_the_first_checkpoint_resumes_without_storing_anything_twi
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
             "--spool", str(spool), "--batch", "200", "--concurrency", "1"]  # default checkpoint: 50,000 events
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with running(args) as proc:
         assert s.wait_for(received=1000, timeout=60), "nothing arrived"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     first = settled_received(s)
     assert 0 < first < n
     s.faults.slow_rate = 0.0
@@ -159,16 +170,11 @@ def test_interrupted_run_records_how_far_it_got(make_server, tmp_path):
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--dialect", "ndjson",
             "--spool", str(spool), "--batch", "200", "--concurrency", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
+    with running(args, stderr=subprocess.PIPE, text=True) as proc:
         assert s.wait_for(received=1000, timeout=60), "nothing arrived"
         proc.send_signal(signal.SIGINT)
         s.faults.slow_rate = 0.0  # what was read gets delivered within the interrupt's grace time
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert proc.returncode == 130, err
     line = max(e["line"] for e in json.loads((spool / "push-progress.json").read_text())["inputs"].values())
     assert 0 < line < n and s.received == line  # everything read was delivered, and the line says how far
@@ -186,8 +192,7 @@ def test_killed_run_resumes_without_storing_anything_twice(make_server, tmp_path
     spool = tmp_path / "spool"
     args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--collection", "c",
             "--spool", str(spool), "--checkpoint", "5000", "--batch", "1000"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with running(args) as proc:
         deadline = time.monotonic() + 60
         progress = spool / "push-progress.json"
         line = 0
@@ -203,10 +208,6 @@ def test_killed_run_resumes_without_storing_anything_twice(make_server, tmp_path
         assert proc.poll() is None and line >= 10_000, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     first = settled_received(s)
     assert first < n
     s.faults.slow_rate = 0.0
