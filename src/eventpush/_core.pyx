@@ -35,10 +35,12 @@ from cpython.list cimport PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyLi
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.math cimport frexp, isfinite, ldexp, llround
+from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcpy, strlen
 
 import os
@@ -248,11 +250,24 @@ for _c in range(256):
     _ESC[_c] = 1 if (_c < 0x20 or _c == 34 or _c == 92) else 0
 
 
+cdef inline bint _needs_escape8(uint64_t x) noexcept:
+    """Whether any of the eight bytes in ``x`` is one a JSON string escapes (below 0x20, '"' or '\\').
+
+    The classic word-at-a-time tests (has-less-than and has-zero-byte): exact about whether some byte matches,
+    which is all the caller needs (it finds which one byte by byte). Bytes of 0x80 and above never match."""
+    cdef uint64_t q = x ^ 0x2222222222222222ULL
+    cdef uint64_t b = x ^ 0x5c5c5c5c5c5c5c5cULL
+    return (((x - 0x2020202020202020ULL) & ~x)
+            | ((q - 0x0101010101010101ULL) & ~q)
+            | ((b - 0x0101010101010101ULL) & ~b)) & 0x8080808080808080ULL != 0
+
+
 cdef inline int _write_json_str(_Buf buf, object s) except -1:
     """Write ``s`` as a JSON string exactly as orjson does. Returns 1 when ``s`` cannot be encoded (surrogates)."""
     cdef Py_ssize_t n, i
     cdef const unsigned char* p
     cdef char* w
+    cdef uint64_t word
     if PyUnicode_IS_COMPACT_ASCII(s):
         # PERF: the usual string: its bytes are the str's own data
         p = <const unsigned char*>PyUnicode_DATA(s)
@@ -266,8 +281,15 @@ cdef inline int _write_json_str(_Buf buf, object s) except -1:
         buf._grow(buf.len + n + 2)
     w = buf.data + buf.len
     w[0] = b'"'
-    # PERF: copy while scanning; the whole string in the common case
+    # PERF: copy while scanning, eight bytes at a time while none of them needs an escape (the whole string in
+    # the common case), then byte by byte
     i = 0
+    while i + 8 <= n:
+        memcpy(&word, p + i, 8)
+        if _needs_escape8(word):
+            break
+        memcpy(w + 1 + i, &word, 8)
+        i += 8
     while i < n and not _ESC[p[i]]:
         w[1 + i] = <char>p[i]
         i += 1
@@ -1278,6 +1300,52 @@ cdef int _w_value(_Buf out, object v, int depth, int keys) except -1:
     return W_BAIL
 
 
+# PERF: the keys of a program's events are a few str objects used again and again (literals, interned), so the
+# writer remembers, per key object, its JSON text ``,"key":`` and whether connect-python's rules refuse it at the top
+# level and below. Direct-mapped by address; a slot holds a reference to its key, so an address in the table is
+# always that very (immutable) str. Only touched with the GIL held.
+cdef enum:
+    KC_SLOTS = 512
+    KC_TEXT = 48      # ',"' + at most 44 key bytes + '":'
+    KC_TOP_OK = 1     # not refused at depth 1
+    KC_NESTED_OK = 2  # not refused below
+
+
+cdef PyObject* _kc_key[KC_SLOTS]
+cdef unsigned char _kc_ok[KC_SLOTS]
+cdef unsigned char _kc_len[KC_SLOTS]
+cdef char _kc_text[KC_SLOTS][KC_TEXT]
+
+
+cdef inline size_t _kc_slot(PyObject* k) noexcept:
+    return (<size_t>k >> 4) & (KC_SLOTS - 1)
+
+
+cdef void _kc_store(PyObject* k) noexcept:
+    """Remember a key the writer has just checked and written: exact, compact ASCII, 1 to 44 bytes, no escapes."""
+    cdef size_t slot = _kc_slot(k)
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(<object>k), i
+    cdef const unsigned char* p = <const unsigned char*>PyUnicode_DATA(<object>k)
+    cdef PyObject* old
+    if n < 1 or n > KC_TEXT - 4:
+        return
+    for i in range(n):
+        if _ESC[p[i]]:
+            return
+    old = _kc_key[slot]
+    Py_INCREF(<object>k)
+    _kc_key[slot] = k
+    _kc_ok[slot] = ((0 if _ascii_key_refused(<const char*>p, n, 1) else KC_TOP_OK)
+                    | (0 if _ascii_key_refused(<const char*>p, n, 2) else KC_NESTED_OK))
+    _kc_text[slot][0] = b','
+    _kc_text[slot][1] = b'"'
+    memcpy(&_kc_text[slot][2], p, n)
+    _kc_text[slot][n + 2] = b'"'
+    _kc_text[slot][n + 3] = b':'
+    _kc_len[slot] = <unsigned char>(n + 4)
+    Py_XDECREF(old)  # last: a str's deallocation runs no Python code, and the slot is already consistent
+
+
 cdef int _w_dict(_Buf out, object d, int depth, int keys) except -1:
     """A dict with exact-str keys. ``keys``: ``KEYS_CHAIN`` on the chain that connect-python validates (as
     ``_scan``), ``KEYS_ALL`` in every dict, lists included (the hub's rules); there any key that might be refused
@@ -1286,23 +1354,33 @@ cdef int _w_dict(_Buf out, object d, int depth, int keys) except -1:
     cdef PyObject* k
     cdef PyObject* v
     cdef Py_ssize_t start = out.len
+    cdef size_t slot
     if depth >= MAX_DEPTH:
         return W_BAIL
     # every key is written with a ',' before it; the first one becomes the opening brace at the end
     while PyDict_Next(d, &pos, &k, &v):
-        if not PyUnicode_CheckExact(<object>k):
-            return W_BAIL
-        if keys:
-            n = PyUnicode_GET_LENGTH(<object>k)
-            if n:
-                if not PyUnicode_IS_COMPACT_ASCII(<object>k):
-                    return W_BAIL  # rare: a non-ASCII key on the checked chain
-                if n > 255 or _ascii_key_refused(<const char*>PyUnicode_DATA(<object>k), n, depth):
-                    return W_BAIL
-        out.write_byte(b',')
-        if _write_json_str(out, <object>k):
-            return W_BAIL
-        out.write_byte(b':')
+        slot = _kc_slot(k)
+        if _kc_key[slot] == k:
+            # PERF: a key seen before: its checks and its text are remembered
+            if keys and not (_kc_ok[slot] & (KC_TOP_OK if depth == 1 else KC_NESTED_OK)):
+                return W_BAIL
+            out.write(_kc_text[slot], _kc_len[slot])
+        else:
+            if not PyUnicode_CheckExact(<object>k):
+                return W_BAIL
+            if keys:
+                n = PyUnicode_GET_LENGTH(<object>k)
+                if n:
+                    if not PyUnicode_IS_COMPACT_ASCII(<object>k):
+                        return W_BAIL  # rare: a non-ASCII key on the checked chain
+                    if n > 255 or _ascii_key_refused(<const char*>PyUnicode_DATA(<object>k), n, depth):
+                        return W_BAIL
+            out.write_byte(b',')
+            if _write_json_str(out, <object>k):
+                return W_BAIL
+            out.write_byte(b':')
+            if PyUnicode_IS_COMPACT_ASCII(<object>k):
+                _kc_store(k)
         if _w_value(out, <object>v, depth, keys):
             return W_BAIL
     if out.len == start:

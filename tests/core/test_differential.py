@@ -290,6 +290,37 @@ def test_connect_writer_floats_sweep():
     assert [x for e in json.loads(bc.body())["c"] for x in e["f"]] == values
 
 
+# keys that connect-python refuses at the top level only, everywhere, or never; that need escaping; around the
+# length the compiled writer remembers (44) and the one the rules refuse (255)
+_MEMO_KEYS = ["tp_x", "TP_y", "_id", "_ID", "$a", "a.b", "ok", 'q"k', "b\\s", "c\x01", "k" * 44, "k" * 45, "x" * 255,
+              "x" * 256, "é", ""]
+
+
+@pytest.mark.parametrize("key", _MEMO_KEYS, ids=repr)
+def test_connect_writer_key_seen_at_another_depth(key):
+    """The compiled writer remembers each key object it has written (its text and how the rules judge it at the top
+    level and below). The same key object met first below, then at the top, in a list, or under no key rules at
+    all, is judged as if it were new: same bytes and errors as the twin, in either order."""
+    placements = [lambda k: {"n": {k: 1}}, lambda k: {k: 1}, lambda k: {"l": [{k: 1}]},
+                  lambda k: {"n": {"m": {k: [k]}}}]
+    for order in (placements, placements[::-1], placements[1:] + placements[:1]):
+        assert_same(CONNECT, [make(key) for make in order])
+        assert_same(CONNECT, [("c", make(key)) for make in order], "add")
+
+
+def test_connect_writer_many_keys_evict_each_other():
+    """More distinct keys than the compiled writer remembers, built at run time (new objects, equal texts, slots
+    shared and reused), each one valid at one depth and refused at another: same bytes and errors as the twin."""
+    events = []
+    for i in range(3000):
+        key = ("tp_" if i % 3 == 0 else "k") + str(i)
+        events.append({"n": {key: i}})
+        events.append({key: i})
+        events.append({("tp_" + str(i))[:]: {"$" + str(i): 1}})
+    assert_same(CONNECT, events)
+    assert_same(CONNECT, events[::-1])
+
+
 @SETTINGS
 @given(st.lists(st.tuples(collections, events), max_size=8), limits)
 def test_connect_py_add(items, lim):

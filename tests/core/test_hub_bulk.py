@@ -141,6 +141,19 @@ def test_nested_reserved_names_are_allowed(core):
     assert check(core, [plain(0, meta={"tp_x": 1, "_ID": {"tp_": []}})]) is not None
 
 
+@pytest.mark.parametrize("key", ["tp_x", "_id", "ok", "$a", "a.b", 'q"k', "k" * 45], ids=repr)
+def test_a_key_seen_nested_is_judged_again_at_the_root(core, key):
+    # the compiled writer remembers each key object it has written: a key taken below the root earlier in the same
+    # batch (or an earlier one) must still be judged by the root's rules
+    # (check() holds a taken batch to the exact path's result, and the compiled core to the twin)
+    nested = plain(0, meta={key: 1})
+    root = plain(1, **{key: 1})
+    for events in ([nested], [nested, root], [root, nested], [nested]):
+        check(core, events)
+    if key in ("tp_x", "_id"):
+        assert check(core, [nested]) is not None and check(core, [nested, root]) is None
+
+
 @pytest.mark.parametrize(
     "change",
     [
