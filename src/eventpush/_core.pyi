@@ -120,6 +120,11 @@ class Encoder:
         open batch is unchanged. For ``"collections"`` framing ``collection`` must be a ``str`` (else
         ``EventTypeError``); other framings ignore it (``Batch.collection(i)`` is then ``None``).
         """
+    def add_encoded(self, data: bytes, collection: Optional[str] = None, tag: Any = None) -> Optional[Batch]:
+        """Like ``add`` for an event that ``encode()`` of an encoder of this dialect already turned into ``data``:
+        appended as it is (no validation, no stamping; the per-event size limit still applies, as
+        ``EventTooLargeError``). ``TypeError`` unless ``data`` is ``bytes``; for ``"collections"`` framing a
+        collection that is no ``str`` raises ``EventTypeError`` and leaves the open batch unchanged."""
     def seal(self) -> Optional[Batch]:
         """Seal and return the open batch, or ``None`` when it is empty."""
     def encode_batch(
@@ -175,3 +180,5 @@ class BatcherBase:
     def _make_room(self) -> None: ...
     def push(self, event: Any, collection: Optional[str] = None) -> None:
         """Validate, stamp and encode ``event`` now; delivery happens in the background (see ``Batcher``)."""
+    def push_encoded(self, data: bytes, collection: Optional[str] = None) -> None:
+        """``push`` for bytes that ``Encoder.encode`` of this dialect returned (``Encoder.add_encoded``)."""

@@ -1864,6 +1864,16 @@ cdef class Encoder:
         data = self._encode_located(event, collection, 0, False)
         return self._add_to(self._open, data, collection, tag, 0)
 
+    def add_encoded(self, data, collection=None, tag=None):
+        """Append an event's bytes as ``encode()`` of this dialect returned them; return a batch sealed by it."""
+        if not PyBytes_CheckExact(data):
+            raise TypeError(f"add_encoded takes the bytes encode() returned, not {type(data).__name__}")
+        if self._max_event >= 0 and PyBytes_GET_SIZE(data) > self._max_event:
+            raise EventTooLargeError(self._too_large)
+        if self._framing == FRAMING_COLLECTIONS:
+            self._open.escaped(collection)  # a collection name that is no str raises here, the batch unchanged
+        return self._add_to(self._open, data, collection, tag, 0)
+
     def seal(self):
         """Seal and return the open batch, or None when it is empty."""
         return self._open.seal() if self._open.n else None
@@ -1951,6 +1961,23 @@ cdef class BatcherBase:
                 batch = enc._add_to(enc._open, enc._encode_located(event, collection, 0, False), collection, None, 0)
             else:
                 batch = self._encoder.add(event, collection)
+            self._buffered += 1
+            if batch is not None:
+                self._ready.append(batch)
+                self._work.notify()
+        finally:
+            release()
+
+    def push_encoded(self, data, collection=None):
+        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
+        and delivered as they are, without a second validation or encoding."""
+        cdef object release = self._release
+        cdef object batch
+        self._acquire()
+        try:
+            if self._buffered >= self._limit:
+                self._make_room()
+            batch = self._encoder.add_encoded(data, collection)
             self._buffered += 1
             if batch is not None:
                 self._ready.append(batch)

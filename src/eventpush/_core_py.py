@@ -816,6 +816,18 @@ class Encoder:
         self._add_to(self._open, data, collection, tag, sealed)
         return sealed[0] if sealed else None
 
+    def add_encoded(self, data: bytes, collection: Optional[str] = None, tag: Any = None) -> Optional[Batch]:
+        """Append an event's bytes as ``encode()`` of this dialect returned them; return a batch sealed by it."""
+        if type(data) is not bytes:
+            raise TypeError(f"add_encoded takes the bytes encode() returned, not {type(data).__name__}")
+        if self._max_event is not None and len(data) > self._max_event:
+            raise EventTooLargeError(self._dialect.too_large_message)
+        if self._open.framing == "collections":
+            self._open.escaped(collection)  # a collection name that is no str raises here, the batch unchanged
+        sealed: List[Batch] = []
+        self._add_to(self._open, data, collection, tag, sealed)
+        return sealed[0] if sealed else None
+
     def seal(self) -> Optional[Batch]:
         """Seal and return the open batch, or None when it is empty."""
         return self._open.seal() if self._open.n else None
@@ -878,6 +890,22 @@ class BatcherBase:
             if self._buffered >= self._limit:
                 self._make_room()
             batch = self._encoder.add(event, collection)
+            self._buffered += 1
+            if batch is not None:
+                self._ready.append(batch)
+                self._work.notify()
+        finally:
+            lock.release()
+
+    def push_encoded(self, data: bytes, collection: Optional[str] = None) -> None:
+        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
+        and delivered as they are, without a second validation or encoding."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            if self._buffered >= self._limit:
+                self._make_room()
+            batch = self._encoder.add_encoded(data, collection)
             self._buffered += 1
             if batch is not None:
                 self._ready.append(batch)

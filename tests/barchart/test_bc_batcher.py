@@ -148,6 +148,24 @@ def test_push_validates_at_once_and_good_events_go_out(hub, gateway, batchers, t
     assert b.stats["pushed"] == 2
 
 
+def test_a_plain_event_is_sent_as_it_was_pushed(hub, gateway, batchers, tmp_path, core, monkeypatch) -> None:
+    # push() validates and encodes a plain event once; the cycle sends those bytes, so changing (or breaking) the
+    # dict afterwards changes nothing (a callable is still evaluated at send time)
+    monkeypatch.setattr(eventpush, "Encoder", core.Encoder)
+    user = uid()
+    b = batchers(gateway, interval=60, spool_dir=tmp_path)
+    first, second = ev(user, "as pushed"), ev(user, "kept")
+    b.push(first)
+    b.push(second)
+    first["context"][1] = "changed later"
+    second["type"] = "NOT-A-TYPE"
+    del second["customer"]
+    b.start().result(10)
+    assert [e["context"][1] for e in mine(hub, user)] == ["as pushed", "kept"]
+    assert mine(hub, user)[1]["type"] == "WATCHLIST-ACCESSED"
+    assert b.stats["rejected"] == 0
+
+
 def test_generators_are_called_at_send_time_and_a_bad_one_costs_only_itself(hub, gateway, batchers, tmp_path) -> None:
     user = uid()
     errors = []

@@ -143,6 +143,45 @@ class TestSealing:
         enc.add(ev(1), "c")
         assert [e["n"] for e in json.loads(enc.seal().body())["c"]] == [0, 1]
 
+    @pytest.mark.parametrize("dialect, coll", [(CONNECT, "c"), (BARCHART, None), (NDJSON, None),
+                                               (JSON_ARRAY, None)])
+    def test_add_encoded_frames_and_seals_as_add_does(self, make, dialect, coll):
+        """``add_encoded(encode(e))`` builds the same batches as ``add(e)``: bodies, spans, collections, tags,
+        sealing by count and by bytes (several collections for Connect)."""
+        when = dt.datetime(2026, 12, 3, 10, 0, 0, 123456)
+        if dialect is BARCHART:
+            events = [{"customer": "BARCHART", "product": "WATCHLIST", "type": "WATCHLIST-SYMBOL-ADDED",
+                       "timestamp": 1_600_000_000_000 + n, "context": ["u", str(n)]} for n in range(9)]
+        else:
+            events = [{"id": f"e{n}", "timestamp": when, "n": n, "s": "x" * n} for n in range(9)]
+        colls = [None] * 9 if coll is None else ["a", "bb", "a"] * 3
+        for limits in ({"max_batch_events": 4}, {"max_batch_bytes": 400}, {}):
+            plain, pre = make(dialect, **limits), make(dialect, **limits)
+            got_plain = [plain.add(e, c, tag=i) for i, (e, c) in enumerate(zip(events, colls))] + [plain.seal()]
+            got_pre = [pre.add_encoded(pre.encode(e, c), c, tag=i) for i, (e, c) in enumerate(zip(events, colls))]
+            got_pre.append(pre.seal())
+            assert [b is None for b in got_plain] == [b is None for b in got_pre]
+            for a, b in zip(got_plain, got_pre):
+                if a is not None:
+                    assert (a.body(), a.tags(), a.groups()) == (b.body(), b.tags(), b.groups())
+                    assert [a.event(i) for i in range(a.count)] == [b.event(i) for i in range(b.count)]
+
+    def test_add_encoded_refuses_what_add_would(self, make):
+        enc = make(CONNECT)
+        data = enc.encode({"n": 1}, "c")
+        enc.add_encoded(data, "c")
+        before = (enc.pending, enc.pending_bytes)
+        for wrong in (bytearray(data), memoryview(data), data.decode(), None):
+            with pytest.raises(TypeError, match="add_encoded takes the bytes encode"):
+                enc.add_encoded(wrong, "c")
+        for coll in (None, 1, b"c"):
+            with pytest.raises(EventTypeError):
+                enc.add_encoded(data, coll)
+        with pytest.raises(EventTooLargeError):
+            enc.add_encoded(b'{"s":"' + b"x" * 70_000 + b'"}', "c")
+        assert (enc.pending, enc.pending_bytes) == before
+        assert json.loads(enc.seal().body())["c"][0]["n"] == 1
+
     @pytest.mark.parametrize("kw", [{"max_batch_events": 0}, {"max_batch_bytes": -1}, {"max_batch_events": True},
                                     {"max_batch_events": 1.5}])
     def test_bad_limits(self, core, kw):

@@ -11,7 +11,8 @@ import pytest
 
 from eventpush import CONNECT, NDJSON
 from eventpush.batcher import Batcher
-from eventpush.errors import BufferFullError, ClosedError, EventValidationError, SpoolCorruptError
+from eventpush.errors import (BufferFullError, ClosedError, EventTooLargeError, EventValidationError,
+                              SpoolCorruptError)
 from eventpush.sender import RejectedError
 from eventpush.spool import Spool
 from eventpush.transport import Retry
@@ -290,6 +291,28 @@ def test_bad_input_raises_at_the_call_site_and_costs_nothing_else(server):
         assert b.flush(10)
     assert server.ids() == {"a", "b"}
     assert b.stats["pushed"] == 2
+
+
+def test_push_encoded_delivers_the_bytes_as_they_are(server):
+    """``push_encoded`` takes what ``Encoder.encode`` returned: delivered unchanged (no second stamping), counted,
+    and refused with the encoder's errors when it is not bytes or too large, at the call site."""
+    from eventpush import Encoder
+
+    enc = Encoder(CONNECT)
+    data = [enc.encode({"n": i}, "c") for i in range(50)]
+    with Batcher(server.url, CONNECT, max_batch_events=20, retry=FAST_RETRY, spool_dir=False) as b:
+        for d in data:
+            b.push_encoded(d, "c")
+        with pytest.raises(TypeError):
+            b.push_encoded(bytearray(data[0]), "c")
+        with pytest.raises(EventTooLargeError):
+            b.push_encoded(b'{"s":"' + b"x" * 70_000 + b'"}', "c")
+        b.push({"n": 50}, "c")
+        assert b.flush(10)
+    got = {e["n"]: e for e in server.events()}
+    assert sorted(got) == list(range(51))
+    assert [orjson.dumps(got[i]) for i in range(50)] == data  # the ids and timestamps stamped by encode()
+    assert b.stats["pushed"] == 51 and b.stats["delivered"] == 51
 
 
 def test_closed_batcher_refuses_pushes(server):

@@ -105,28 +105,33 @@ class EventCodec:
         return batches[0]
 
     def check(self, event: Any, index: int = 0) -> Any:
-        """Validate one event (for ``push``); returns the event to buffer (transformed when ``validate_context``
-        changed it, normalized when needed) or raises ``BarchartValidationError`` naming ``index``."""
+        """Validate one event; returns the event to send (transformed when ``validate_context`` changed it,
+        normalized when needed) or raises ``BarchartValidationError`` naming ``index``."""
+        return self.encode_one(event, index)[0]
+
+    def encode_one(self, event: Any, index: int = 0) -> Tuple[Any, bytes]:
+        """Validate and encode one event (for ``EventBatcher.push``): ``(event to send, its bytes)``, the bytes
+        ready for ``Batcher.push_encoded``; or raises ``BarchartValidationError`` naming ``index``."""
         if not self.validate_context:
             # PERF: the hot path of EventBatcher.push - one encode under the lock, nothing else.
             try:
                 with self._lock:
-                    self._encoder.encode(event)
-                return event
+                    return event, self._encoder.encode(event)
             except EventError:
                 pass
         prepared, context_bad = self._prepare((event,))
         ev = prepared[0]
+        data = b""
         with self._lock:
             try:
-                self._encoder.encode(ev)
+                data = self._encoder.encode(ev)
                 errs: Dict[str, str] = {}
             except EventError as exc:
                 alt = normalize(ev)
                 errs = _field_errors(exc)
                 if alt is not ev:
                     try:
-                        self._encoder.encode(alt)
+                        data = self._encoder.encode(alt)
                         ev, errs = alt, {}
                     except EventError:
                         pass
@@ -136,7 +141,7 @@ class EventCodec:
             detail = context_bad[0][1]
         if errs:
             raise _validation_error({index: (errs, detail)})
-        return ev
+        return ev, data
 
 
 def _validation_error(failures: Dict[int, Tuple[Dict[str, str], Optional[str]]]) -> BarchartValidationError:

@@ -8,6 +8,9 @@ each *cycle* hands the whole buffer to the engine and waits until it is delivere
 about delivery — the shared keep-alive transport, retries with backoff and jitter (honouring ``Retry-After``),
 never retrying other 4xx, the durable checksummed spool and its replay, counters — is the engine's.
 
+A plain event is validated and encoded once, in ``push()``: the front buffer holds its bytes, which go to the
+engine as they are (``Batcher.push_encoded``), so what is sent is the event as it was when pushed.
+
 One executor thread per batcher runs every cycle and every flush, one at a time, so there is at most one send loop
 and flushes are serialised with cycles. A restart bumps a generation number, so a cycle that was in flight during
 ``stop()`` + ``start()`` never reschedules itself (the original's double-loop defect).
@@ -57,6 +60,20 @@ class _Lazy:
     def __init__(self, fn: Callable[[], Any], index: int) -> None:
         self.fn = fn
         self.index = index
+
+
+def _as_events(items: List[Any]) -> List[Any]:
+    """Front-buffer items as ``error_callback`` reports them: an encoded event decoded (as the engine reports
+    the events of a failed batch), a callable as itself."""
+    out: List[Any] = []
+    for item in items:
+        if type(item) is bytes:
+            out.append(orjson.loads(item))
+        elif type(item) is _Lazy:
+            out.append(item.fn)
+        else:
+            out.append(item)
+    return out
 
 
 def _atexit_close(ref: "weakref.ref[EventBatcher]") -> None:
@@ -184,15 +201,15 @@ class EventBatcher:
             raise ClosedError("the batcher is closed")
         index = next(self._calls)
         if _is_generator(event):
-            event = _Lazy(event, index)
+            item: Any = _Lazy(event, index)
         else:
-            event = self._codec.check(event, index)
+            item = self._codec.encode_one(event, index)[1]  # the bytes: encoded once, here
         with self._lock:
             if self._closed:
                 raise ClosedError("the batcher is closed")
             if self._max_buffered is not None and len(self._buffer) >= self._max_buffered:
                 self._make_room()
-            self._buffer.append(event)
+            self._buffer.append(item)
             self._c["pushed"] += 1
 
     def _make_room(self) -> None:
@@ -292,7 +309,7 @@ class EventBatcher:
                 self._jobs.append(("exit", None, AwaitableFuture()))
                 self._cv.notify_all()
             if items:
-                self._reject(exc, items)
+                self._reject(exc, _as_events(items))
             self._thread.join(max(1.0, deadline - time.monotonic()))
             return
         with self._lock:
@@ -421,9 +438,9 @@ class EventBatcher:
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
-    def _resolve(self, items: List[Any]) -> List[Any]:
-        """Evaluate generators (one failure = one rejected event); plain events pass through."""
-        out: List[Any] = []
+    def _resolve(self, items: List[Any]) -> List[bytes]:
+        """Evaluate and encode generators (one failure = one rejected event); encoded events pass through."""
+        out: List[bytes] = []
         for item in items:
             if type(item) is not _Lazy:
                 out.append(item)
@@ -434,7 +451,7 @@ class EventBatcher:
                 self._reject(exc, [item.fn])
                 continue
             try:
-                out.append(self._codec.check(event, item.index))
+                out.append(self._codec.encode_one(event, item.index)[1])
             except BarchartValidationError as exc:
                 self._reject(exc, [event])
         return out
@@ -442,13 +459,14 @@ class EventBatcher:
     def _handoff(self, items: List[Any]) -> None:
         events = self._resolve(items)
         engine = self._ensure_engine()
-        for i, event in enumerate(events):
+        push = engine.push_encoded
+        for i, data in enumerate(events):
             try:
-                engine.push(event)
-            except EventError as exc:  # changed since push() validated it
-                self._reject(BarchartValidationError([(0, {exc.field or "event": exc.message})]), [event])
+                push(data)
+            except EventError as exc:  # the engine's limits refused what the codec accepted
+                self._reject(BarchartValidationError([(0, {exc.field or "event": exc.message})]), _as_events([data]))
             except ClosedError as exc:  # close() timed out while this cycle was handing over: report, never drop
-                self._reject(exc, events[i:])
+                self._reject(exc, _as_events(events[i:]))
                 return
 
     def _send(self, items: List[Any]) -> None:
