@@ -186,6 +186,10 @@ def map_reply_lazy(
             return (_all(batch, ok=False, status=status, retryable=True,
                          message="unreadable batch reply: " + reply_message(status, data)), None, None)
         return results, doc, None
+    if dialect.reply == "created":
+        # a 2xx "created" reply (uniform_reply took every other status): every event was created. PERF: the reply
+        # is parsed, and the per-event results built (each with its created event), only when someone asks
+        return None, None, dict(ok=True, status=status)
     results, doc = map_reply(dialect, batch, status, data, resent=resent)
     return results, doc, None
 

@@ -61,7 +61,8 @@ class BatchResult:
     body order), ``data`` (the parsed reply of the first request, or ``None``), ``attempts`` (requests made),
     ``retried`` (events sent more than once)."""
 
-    __slots__ = ("status", "_data", "_raw", "attempts", "retried", "count", "_results", "_batch", "_uniform")
+    __slots__ = ("status", "_data", "_raw", "attempts", "retried", "count", "_results", "_batch", "_uniform",
+                 "_created")
 
     def __init__(
         self,
@@ -74,6 +75,7 @@ class BatchResult:
         batch: Any = None,
         uniform: Optional[Dict[str, Any]] = None,
         raw: Optional[bytes] = None,
+        created: bool = False,
     ) -> None:
         self.status = status
         self._data = data
@@ -83,6 +85,7 @@ class BatchResult:
         self._results = results
         self._batch = batch
         self._uniform = uniform
+        self._created = created  # a "created" reply: the per-event results carry the created events
         self.count = len(results) if results is not None else batch.count
 
     @property
@@ -104,7 +107,13 @@ class BatchResult:
             tags = b.tags()
             colls = [b.collection(i) for i in range(b.count)] if b.dialect.needs_collection else [None] * b.count
             u = self._uniform or {}
-            self._results = [EventResult(t, collection=c, **u) for t, c in zip(tags, colls)]
+            results = [EventResult(t, collection=c, **u) for t, c in zip(tags, colls)]
+            if self._created:
+                doc = self.data  # the created events, one per event (as map_reply attaches them)
+                if isinstance(doc, list) and len(doc) == len(results):
+                    for r, item in zip(results, doc):
+                        r.data = item
+            self._results = results
         return self._results
 
     def _tally(self, pred: Callable[[EventResult], bool], uniform_value: bool) -> int:
@@ -204,7 +213,7 @@ class Sender:
         results, doc, uniform = map_reply_lazy(self.dialect, batch, resp.status, resp.data, resent=was_resent)
         if results is None:
             return BatchResult(resp.status, None, doc, attempts, retried, batch=batch, uniform=uniform,
-                               raw=resp.data if doc is None else None)
+                               raw=resp.data if doc is None else None, created=self.dialect.reply == "created")
         pending = [i for i, r in enumerate(results) if r.retryable]
         status = resp.status
         rounds = 1

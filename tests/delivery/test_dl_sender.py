@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 import eventpush
-from eventpush import CONNECT, NDJSON
+from eventpush import BARCHART, CONNECT, NDJSON
 from eventpush.errors import ClosedError, ConnectError
 from eventpush.replies import RETRY_ITEM_MESSAGE, map_reply
 from eventpush.sender import BatchResult, Sender
@@ -118,6 +118,21 @@ def test_created_reply_gives_each_event_its_created_item(make_server):
     assert res.ok
     assert [r.data["sequence"] for r in res.results] == [0, 1, 2]
     assert len({r.data["batch"] for r in res.results}) == 1
+
+
+def test_created_reply_counts_before_and_after_the_results_are_built(make_server):
+    # a 2xx "created" reply is not mapped event by event until someone reads .results: the counters must not
+    # need them, and the results built later must carry the created events all the same
+    s = make_server("created")
+    enc = eventpush.Encoder(BARCHART)
+    for i in range(4):
+        enc.add({"customer": "BARCHART", "product": "WATCHLIST", "type": "WATCHLIST-ACCESSED",
+                 "timestamp": 1599482731026 + i, "context": ["u", str(i)]})
+    with Transport(s.url) as t, Sender(t, BARCHART) as snd:
+        res = snd.deliver(enc.seal())
+    assert res.ok and res.delivered == 4 and res.rejected == res.retryable == 0 and res.failures() == []
+    assert [item["sequence"] for item in res.data] == [0, 1, 2, 3]
+    assert [r.data for r in res.results] == res.data and all(r.ok for r in res.results)
 
 
 def test_http_errors_are_results_not_exceptions(make_server):

@@ -494,7 +494,10 @@ class EventBatcher:
     def _on_delivered(self, res: Any) -> None:
         if self._callback is None:
             return
-        created = res.data if isinstance(res.data, list) else [r.data for r in res.results if r.ok]
+        data = res.data
+        # a reply that is not the list of created events attaches nothing to the events: one None per delivered
+        # event, as [r.data for r in res.results if r.ok] would give, without building the results
+        created = data if isinstance(data, list) else [None] * res.delivered
         try:
             self._callback(created)
         except Exception:
