@@ -166,6 +166,38 @@ def test_a_plain_event_is_sent_as_it_was_pushed(hub, gateway, batchers, tmp_path
     assert b.stats["rejected"] == 0
 
 
+@pytest.mark.parametrize("validate_context", [False, True])
+def test_push_takes_what_the_codec_normalizes_and_counts_every_call(
+        hub, make_proxy, tmp_path, core, monkeypatch, validate_context) -> None:
+    # push()'s own encoder takes the usual event; what it refuses (enum members, a datetime timestamp) goes
+    # through the codec, which converts it as the SDK's Schema.format does, or raises naming this call's index;
+    # with validate_context every event takes the codec's path (its transformers fill the context)
+    import datetime as dt
+
+    from eventpush.barchart import CustomerType, EventType
+
+    monkeypatch.setattr(eventpush, "Encoder", core.Encoder)
+    user = uid()
+    when = dt.datetime(2020, 9, 7, 12, 45, 31, 26000, tzinfo=dt.timezone.utc)
+    login = {"customer": CustomerType.BARCHART, "product": "CMDTYVIEW", "type": EventType.CMDTYVIEW_LOGIN,
+             "timestamp": when, "context": [user, "s", "firefox"]}  # fmt: skip
+    with EventGateway.for_endpoint(make_proxy().base_url, retry=FAST, validate_context=validate_context) as gw:
+        b = EventBatcher(gw, interval=60, spool_dir=tmp_path)
+        b.push(ev(user, "plain"))
+        b.push(login)
+        with pytest.raises(BarchartValidationError) as info:
+            b.push(dict(ev(user), type="NOT-A-TYPE"))
+        assert info.value.index == 2
+        b.push(lambda: ev(user, "lazy"))
+        b.start().result(10)
+        b.close(timeout=10)
+    got = mine(hub, user)
+    assert [e["type"] for e in got] == ["WATCHLIST-ACCESSED", "CMDTYVIEW-LOGIN", "WATCHLIST-ACCESSED"]
+    assert got[1]["customer"] == "BARCHART" and got[1]["timestamp"] == 1599482731026
+    assert got[1]["context"] == ([user, "s", "firefox", ""] if validate_context else [user, "s", "firefox"])
+    assert b.stats["pushed"] == 3 and b.stats["rejected"] == 0
+
+
 def test_generators_are_called_at_send_time_and_a_bad_one_costs_only_itself(hub, gateway, batchers, tmp_path) -> None:
     user = uid()
     errors = []
