@@ -1947,6 +1947,14 @@ cdef class BatcherBase:
         :class:`~eventpush.errors.EventError` here, naming the field); delivery happens in the background.
         Thread-safe. Raises :class:`~eventpush.errors.BufferFullError` per the overflow policy and
         :class:`~eventpush.errors.ClosedError` after ``close()``."""
+        self._push(event, collection, False)
+
+    def push_encoded(self, data, collection=None):
+        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
+        and delivered as they are, without a second validation or encoding."""
+        self._push(data, collection, True)
+
+    cdef int _push(self, object item, object collection, bint encoded) except -1:
         # PERF: one lock, one comparison (``_limit`` drops below zero once closed, so the closed check rides on
         # the room check), one encoder call (a direct C call for the compiled Encoder), one counter
         cdef object release = self._release
@@ -1956,31 +1964,17 @@ cdef class BatcherBase:
         try:
             if self._buffered >= self._limit:
                 self._make_room()
-            if type(self._encoder) is Encoder:
+            if encoded:
+                batch = self._encoder.add_encoded(item, collection)
+            elif type(self._encoder) is Encoder:
                 enc = <Encoder>self._encoder
-                batch = enc._add_to(enc._open, enc._encode_located(event, collection, 0, False), collection, None, 0)
+                batch = enc._add_to(enc._open, enc._encode_located(item, collection, 0, False), collection, None, 0)
             else:
-                batch = self._encoder.add(event, collection)
+                batch = self._encoder.add(item, collection)
             self._buffered += 1
             if batch is not None:
                 self._ready.append(batch)
                 self._work.notify()
         finally:
             release()
-
-    def push_encoded(self, data, collection=None):
-        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
-        and delivered as they are, without a second validation or encoding."""
-        cdef object release = self._release
-        cdef object batch
-        self._acquire()
-        try:
-            if self._buffered >= self._limit:
-                self._make_room()
-            batch = self._encoder.add_encoded(data, collection)
-            self._buffered += 1
-            if batch is not None:
-                self._ready.append(batch)
-                self._work.notify()
-        finally:
-            release()
+        return 0

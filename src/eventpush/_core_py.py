@@ -881,6 +881,14 @@ class BatcherBase:
         :class:`~eventpush.errors.EventError` here, naming the field); delivery happens in the background.
         Thread-safe. Raises :class:`~eventpush.errors.BufferFullError` per the overflow policy and
         :class:`~eventpush.errors.ClosedError` after ``close()``."""
+        self._push(event, collection, False)
+
+    def push_encoded(self, data: bytes, collection: Optional[str] = None) -> None:
+        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
+        and delivered as they are, without a second validation or encoding."""
+        self._push(data, collection, True)
+
+    def _push(self, item: Any, collection: Optional[str], encoded: bool) -> None:
         # PERF: one lock, one comparison (``_limit`` drops below zero once closed, so the closed check rides on
         # the room check), one encoder call, one counter. acquire/release cost half of what ``with lock:`` does
         # on CPython 3.11.
@@ -889,23 +897,10 @@ class BatcherBase:
         try:
             if self._buffered >= self._limit:
                 self._make_room()
-            batch = self._encoder.add(event, collection)
-            self._buffered += 1
-            if batch is not None:
-                self._ready.append(batch)
-                self._work.notify()
-        finally:
-            lock.release()
-
-    def push_encoded(self, data: bytes, collection: Optional[str] = None) -> None:
-        """``push`` for an event already encoded by an ``Encoder`` of this dialect (``encode()``'s bytes): buffered
-        and delivered as they are, without a second validation or encoding."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            if self._buffered >= self._limit:
-                self._make_room()
-            batch = self._encoder.add_encoded(data, collection)
+            if encoded:
+                batch = self._encoder.add_encoded(item, collection)
+            else:
+                batch = self._encoder.add(item, collection)
             self._buffered += 1
             if batch is not None:
                 self._ready.append(batch)
