@@ -104,19 +104,15 @@ class EventCodec:
         assert len(batches) == 1, "no limits are set, so one list is one batch"
         return batches[0]
 
-    def check(self, event: Any, index: int = 0) -> Any:
-        """Validate one event; returns the event to send (transformed when ``validate_context`` changed it,
-        normalized when needed) or raises ``BarchartValidationError`` naming ``index``."""
-        return self.encode_one(event, index)[0]
-
-    def encode_one(self, event: Any, index: int = 0) -> Tuple[Any, bytes]:
-        """Validate and encode one event (for ``EventBatcher.push``): ``(event to send, its bytes)``, the bytes
-        ready for ``Batcher.push_encoded``; or raises ``BarchartValidationError`` naming ``index``."""
+    def encode_one(self, event: Any, index: int = 0) -> bytes:
+        """Validate and encode one event (for ``EventBatcher.push``): the bytes to send (of the event transformed
+        when ``validate_context`` changed it, normalized when needed), ready for ``Batcher.push_encoded``; or raises
+        ``BarchartValidationError`` naming ``index``."""
         if not self.validate_context:
             # PERF: the hot path of EventBatcher.push - one encode under the lock, nothing else.
             try:
                 with self._lock:
-                    return event, self._encoder.encode(event)
+                    return self._encoder.encode(event)
             except EventError:
                 pass
         prepared, context_bad = self._prepare((event,))
@@ -132,7 +128,7 @@ class EventCodec:
                 if alt is not ev:
                     try:
                         data = self._encoder.encode(alt)
-                        ev, errs = alt, {}
+                        errs = {}
                     except EventError:
                         pass
         detail = None
@@ -141,7 +137,7 @@ class EventCodec:
             detail = context_bad[0][1]
         if errs:
             raise _validation_error({index: (errs, detail)})
-        return ev, data
+        return data
 
 
 def _validation_error(failures: Dict[int, Tuple[Dict[str, str], Optional[str]]]) -> BarchartValidationError:

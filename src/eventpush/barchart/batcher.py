@@ -66,15 +66,7 @@ class _Lazy:
 def _as_events(items: List[Any]) -> List[Any]:
     """Front-buffer items as ``error_callback`` reports them: an encoded event decoded (as the engine reports
     the events of a failed batch), a callable as itself."""
-    out: List[Any] = []
-    for item in items:
-        if type(item) is bytes:
-            out.append(orjson.loads(item))
-        elif type(item) is _Lazy:
-            out.append(item.fn)
-        else:
-            out.append(item)
-    return out
+    return [orjson.loads(item) if type(item) is bytes else item.fn for item in items]
 
 
 def _atexit_close(ref: "weakref.ref[EventBatcher]") -> None:
@@ -235,7 +227,7 @@ class EventBatcher:
         if _is_generator(event):
             item: Any = _Lazy(event, index)
         else:
-            item = self._codec.encode_one(event, index)[1]  # the bytes: encoded once, here
+            item = self._codec.encode_one(event, index)  # the bytes: encoded once, here
         with self._lock:
             if self._closed:
                 raise ClosedError("the batcher is closed")
@@ -483,7 +475,7 @@ class EventBatcher:
                 self._reject(exc, [item.fn])
                 continue
             try:
-                out.append(self._codec.encode_one(event, item.index)[1])
+                out.append(self._codec.encode_one(event, item.index))
             except BarchartValidationError as exc:
                 self._reject(exc, [event])
         return out
