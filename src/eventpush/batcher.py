@@ -13,6 +13,7 @@ Public API::
         .stats -> dict                               pushed, sent, delivered, retried, failed, rejected, spooled,
                                                      replayed, dropped (always 0), bytes, batches, duplicates,
                                                      corrupt, buffered
+        .settled_through -> int                      the first N events pushed are all settled (see below)
         .spool_pending() -> (records, events)        what waits in the spool
         .transport, .dialect, .spool (or None)
 
@@ -32,6 +33,11 @@ Every event ends in exactly one of these, and the counters say which:
   first, as soon as a send succeeds again, after a quiet probe interval, and at the next start with the same spool
   directory (``replayed``). Without a spool (``spool_dir=False``) they are reported through ``on_error(error,
   [event bytes…])``.
+
+Batches are sealed in push order but settle in any order (``concurrency`` of them are on the wire at once):
+``settled_through`` is the length of the longest run of events, from the first one pushed, that are all settled
+(delivered, rejected or spooled). A program that pushes from a replayable source can record its position up to
+there and resume from it after a crash, sending again only what was not settled (``eventpush push`` does).
 
 ``overflow`` applies when ``max_buffered`` events are pushed but not yet settled: ``"block"`` waits for room (at
 most ``block_timeout`` seconds, then :class:`~eventpush.errors.BufferFullError`), ``"raise"`` raises
@@ -62,7 +68,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _impl
 from .dialects import Dialect
@@ -86,6 +92,23 @@ _COUNTERS = ("pushed", "sent", "delivered", "retried", "failed", "rejected", "sp
 ATEXIT_TIMEOUT = 10.0
 
 _live: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
+
+
+class _Ready(deque):  # type: ignore[type-arg]
+    """The sealed batches waiting for a worker (FIFO). Every batch enters through ``append`` (the core's push and
+    ``_seal_locked``), in push order: ``starts`` records where each unsettled batch begins in that order, and the
+    batcher removes a batch's entry when the batch settles (``Batcher._settled_batch``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: Dict[int, int] = {}
+        self.sealed = 0  # events in the batches sealed so far
+
+    def append(self, batch: Any) -> None:
+        # PERF: once per batch, not per event
+        self.starts[id(batch)] = self.sealed
+        self.sealed += batch.count
+        super().append(batch)
 
 
 def _after_fork_in_child() -> None:
@@ -201,7 +224,7 @@ class Batcher(_BatcherBase):
         self._replay_cv = threading.Condition(self._lock)
         self._replay_one_at_a_time = threading.Lock()  # the replayer thread and replay_spool(): oldest first
         self._encoder = self._new_encoder()
-        self._ready: Deque[Any] = deque()
+        self._ready = _Ready()
         self._inflight: Dict[int, Any] = {}
         self._buffered = 0
         self._stopping = False
@@ -312,6 +335,7 @@ class Batcher(_BatcherBase):
                     raise
                 for b in spill:
                     written += b.count
+                    self._ready.starts.pop(id(b), None)
                     self._release(b)
                 self._c["spooled"] += written
                 self._buffered -= written
@@ -391,6 +415,7 @@ class Batcher(_BatcherBase):
         finally:
             with self._lock:
                 self._inflight.pop(id(batch), None)
+                self._ready.starts.pop(id(batch), None)
                 self._buffered -= batch.count
                 self._left += batch.count
                 self._room.notify_all()
@@ -677,6 +702,7 @@ class Batcher(_BatcherBase):
             n = batch.count
             is_queued = id(batch) in queued_ids
             with self._lock:
+                self._ready.starts.pop(id(batch), None)  # spooled below, or reported through on_error
                 if is_queued:
                     self._buffered -= n
                     self._left += n
@@ -719,6 +745,15 @@ class Batcher(_BatcherBase):
             s["pushed"] = self._left + self._buffered
             s["buffered"] = self._buffered
         return s
+
+    @property
+    def settled_through(self) -> int:
+        """How many events, counted in push order from the first one, are all settled (delivered, rejected or
+        spooled). Events pushed after that point may be settled too (batches settle out of order) or still
+        buffered; none before it is. The count restarts at 0 in a forked child."""
+        with self._lock:
+            starts = self._ready.starts
+            return min(starts.values()) if starts else self._ready.sealed
 
     def spool_pending(self) -> Tuple[int, int]:
         """``(records, events)`` waiting in the spool."""

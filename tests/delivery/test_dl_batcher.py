@@ -128,6 +128,7 @@ def test_overflow_spill_survives_a_slow_endpoint(make_server, spool_dir):
     assert s.ids() == set(want)
     assert st["delivered"] == 5000 and st["dropped"] == 0
     assert b.spool_pending() == (0, 0)
+    assert b.settled_through == 5000  # the spilled batches count from the moment they are in the spool
 
 
 def test_endpoint_down_for_the_whole_run_spools_everything(spool_dir):
@@ -335,12 +336,13 @@ def test_interval_seals_and_sends_in_the_background(server):
 def test_close_timeout_spools_what_could_not_go(make_server, spool_dir):
     s = make_server("collections")
     s.down()
+    # one batch on the wire, six queued behind it
     b = Batcher(s.url, CONNECT, retry=Retry(attempts=1000, backoff=0.05, backoff_max=0.1, total=None),
-                spool_dir=spool_dir)
+                spool_dir=spool_dir, max_batch_events=100, concurrency=1)
     for ev_id in ids(700):
         b.push({"id": ev_id}, "c")
     b.close(timeout=0.5)
-    assert b.stats["spooled"] == 700
+    assert b.stats["spooled"] == 700 and b.settled_through == 700
     assert spooled_ids(spool_dir) == set(ids(700))
 
 
@@ -438,3 +440,101 @@ def test_other_thread_start_failures_still_raise(make_server, monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", refuse)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         Batcher(s.url, CONNECT, atexit=False)
+
+
+class _HoldFirst:
+    """An NDJSON endpoint on 127.0.0.1 that answers every request at once except the first, which waits until
+    ``release()``; ``lines`` counts the events that arrived."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.gate = threading.Event()
+        self.lines = 0
+        self._first = True
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with outer._lock:
+                    first, outer._first = outer._first, False
+                if first:
+                    outer.gate.wait(30)
+                with outer._lock:
+                    outer.lines += body.count(b"\n")
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def release(self):
+        self.gate.set()
+
+    def stop(self):
+        self.gate.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_settled_through_counts_only_the_unbroken_run_from_the_first_event():
+    """Batches settle out of order: ``settled_through`` stops at the oldest batch still on the wire, and counts
+    neither the open batch nor anything after the gap."""
+    s = _HoldFirst()
+    try:
+        with Batcher(s.url, NDJSON, max_batch_events=10, concurrency=2, interval=None, spool_dir=False) as b:
+            for i in range(10):
+                b.push({"n": i})  # batch 1 (events 0-9): its request is held
+            assert _wait(lambda: b.stats["sent"] == 10)
+            for i in range(10, 20):
+                b.push({"n": i})  # batch 2 (events 10-19): answered at once
+            assert _wait(lambda: b.stats["delivered"] == 10)
+            for i in range(20, 25):
+                b.push({"n": i})  # the open batch
+            assert b.settled_through == 0  # batch 2 is delivered, but batch 1 is not settled
+            s.release()
+            assert _wait(lambda: b.stats["delivered"] == 20)
+            assert b.settled_through == 20  # the open batch is not settled
+            assert b.flush(10)
+            assert b.settled_through == 25 and s.lines == 25
+    finally:
+        s.stop()
+
+
+def test_settled_through_counts_spooled_and_rejected_events(make_server, spool_dir):
+    """An event in the spool is settled (the spool replays it); so is one rejected by the server."""
+    s = make_server("status", reject_key="bad")
+    with Batcher(s.url, NDJSON, max_batch_events=10, concurrency=1, interval=None, spool_dir=spool_dir) as b:
+        for i in range(25):
+            b.push({"n": i, "bad": True} if i < 10 else {"n": i})  # the first batch gets a 400
+        assert b.flush(10)
+        assert b.stats["rejected"] == 10 and b.stats["delivered"] == 15 and b.settled_through == 25
+    down = f"http://127.0.0.1:{free_port_local()}"
+    with Batcher(down, NDJSON, max_batch_events=10, concurrency=1, interval=None, spool_dir=spool_dir,
+                 retry=Retry(attempts=1)) as b:
+        for i in range(25):
+            b.push({"n": i})
+        assert b.flush(10)
+        assert b.stats["spooled"] == 25 and b.settled_through == 25

@@ -9,10 +9,12 @@ ends the run.
 
 ``--spool DIR`` makes the run durable and resumable: events that cannot be delivered after the retries are kept in
 ``DIR`` and replayed first by the next run with the same ``DIR``; the position reached in each input is recorded
-in ``DIR/push-progress.json`` at checkpoints (every ``--checkpoint`` events, after everything before it was
-delivered, rejected or spooled), so an interrupted run resumes where it stopped. Events without an ``id`` get one
-derived from the run and their position (Connect dialects), so the few events sent again after a hard kill between
-two checkpoints are recognised by the server as duplicates instead of being stored twice.
+in ``DIR/push-progress.json`` as delivery goes on (at most every ``--checkpoint-interval`` seconds: the last line
+up to which every event was delivered, rejected or spooled, read from the batcher's ``settled_through`` without
+pausing the pipeline), so an interrupted run resumes where it stopped. A hard kill can only make the next run send
+again the events whose batches were not yet answered, or answered since the last record. Events without an ``id``
+get one derived from the run and their position (Connect dialects), so the server recognises those as duplicates
+instead of storing them twice.
 
 Exit codes: 0 everything delivered; 1 some events were rejected (by the server, or as invalid input) or failed
 without a spool; 2 usage error; 3 events are left in the spool (run again with the same ``--spool`` to deliver them).
@@ -26,7 +28,8 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple
+from collections import deque
+from typing import Any, BinaryIO, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["register", "run", "main"]
 
@@ -63,8 +66,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="requests in flight (default 4)")
     p.add_argument("--gzip", action="store_true", help="gzip request bodies (when the dialect allows it)")
     p.add_argument("--spool", metavar="DIR", help="durable spool and progress directory (resumable runs)")
-    p.add_argument("--checkpoint", type=int, default=50_000, metavar="N",
-                   help="with --spool: record progress every N events (default 50000)")
+    p.add_argument("--checkpoint-interval", type=float, default=0.5, metavar="S",
+                   help="with --spool: record the position reached at most every S seconds (default 0.5)")
     p.add_argument("--retries", type=int, default=5, metavar="N", help="attempts per request (default 5)")
     p.add_argument("--backoff", type=float, default=0.5, metavar="S", help="first retry delay (default 0.5 s)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="read timeout (default 60 s)")
@@ -308,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
         inputs = [_Input(n) for n in names]
     except OSError as exc:
         return fail(str(exc))
+    if not args.checkpoint_interval > 0:
+        return fail("--checkpoint-interval must be above 0 seconds")
     if args.batch is not None and args.batch < 1:
         return fail("--batch must be at least 1")
     if args.batch is not None and dialect.max_batch_events is not None and args.batch > dialect.max_batch_events:
@@ -366,15 +371,26 @@ def run(args: argparse.Namespace) -> int:
     # where an interrupt finds the run: the input, the line of the event being pushed, the last line fully handled
     at: Dict[str, Any] = {"key": None, "line": 0, "handled": 0}
 
-    def checkpoint(key: str, line: int, final: bool = False) -> None:
-        if not spool_dir:
-            return
-        batcher.flush()  # everything before `line` is now delivered, rejected or spooled
+    # (events pushed by this run through that line, line) every 128 events of the input being pushed
+    marks: Deque[Tuple[int, int]] = deque()
+    interval = args.checkpoint_interval
+
+    def record(key: str, line: int, done: bool = False) -> None:
         entry = progress_doc["inputs"].setdefault(key, {})
-        entry["line"] = line
-        if final:
-            entry["done"] = True
-        _save_progress(spool_dir, progress_doc)
+        if line > int(entry.get("line", 0)) or (done and not entry.get("done")):
+            entry["line"] = max(line, int(entry.get("line", 0)))
+            if done:
+                entry["done"] = True
+            _save_progress(spool_dir, progress_doc)
+
+    def advance(key: str) -> None:
+        """Record the last marked line up to which every event is delivered, rejected or spooled."""
+        through = batcher.settled_through
+        line = None
+        while marks and marks[0][0] <= through:
+            line = marks.popleft()[1]
+        if line is not None:
+            record(key, line)
 
     try:
         for inp in inputs:
@@ -390,7 +406,9 @@ def run(args: argparse.Namespace) -> int:
             stream = inp.open()
             if not hasattr(stream, "peek"):
                 stream = io.BufferedReader(stream)  # type: ignore[arg-type, type-var]
-            since = 0
+            resumable = bool(spool_dir) and inp.key != "-"
+            marks.clear()
+            last_record = time.monotonic()
             at.update(key=inp.key, line=start_line, handled=start_line)
             try:
                 for lineno, ev in _events(inp, stream, start_line, read_bytes, report_line):
@@ -407,17 +425,24 @@ def run(args: argparse.Namespace) -> int:
                         continue
                     pushed += 1
                     at["handled"] = lineno
-                    since += 1
-                    if since >= args.checkpoint and spool_dir:
-                        checkpoint(inp.key, lineno)
-                        since = 0
+                    if resumable and not (pushed & 0x7F):
+                        marks.append((pushed, lineno))
+                        now = time.monotonic()
+                        if now - last_record >= interval:
+                            advance(inp.key)
+                            last_record = now
                     if bar.enabled and not (pushed & 0x3FF):
                         bar.update(pushed, read_bytes[0], batcher.stats)
             finally:
                 if stream is not sys.stdin.buffer:
                     stream.close()
-            if inp.key != "-":
-                checkpoint(inp.key, at["line"], final=True)
+            if resumable:
+                # wait until everything read from this input is delivered, rejected or spooled, recording meanwhile
+                marks.append((pushed, at["line"]))
+                while not batcher.flush(timeout=interval):
+                    advance(inp.key)
+                marks.clear()
+                record(inp.key, at["line"], done=True)
     except KeyboardInterrupt:
         interrupted = True
         print("\neventpush push: interrupted; delivering or spooling what was read", file=sys.stderr)
