@@ -97,7 +97,7 @@ _live: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 class _Ready(deque):  # type: ignore[type-arg]
     """The sealed batches waiting for a worker (FIFO). Every batch enters through ``append`` (the core's push and
     ``_seal_locked``), in push order: ``starts`` records where each unsettled batch begins in that order, and the
-    batcher removes a batch's entry when the batch settles (``Batcher._settled_batch``)."""
+    batcher removes a batch's entry when the batch settles (the end of ``_send_one``, a spill, ``close``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -749,8 +749,8 @@ class Batcher(_BatcherBase):
     @property
     def settled_through(self) -> int:
         """How many events, counted in push order from the first one, are all settled (delivered, rejected or
-        spooled). Events pushed after that point may be settled too (batches settle out of order) or still
-        buffered; none before it is. The count restarts at 0 in a forked child."""
+        spooled). Every event before that point is settled; events after it may be settled too (batches settle
+        out of order) or still buffered. The count restarts at 0 in a forked child."""
         with self._lock:
             starts = self._ready.starts
             return min(starts.values()) if starts else self._ready.sealed
