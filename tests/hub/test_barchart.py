@@ -178,6 +178,9 @@ def test_entitlements_code_and_all_codes_accepted(hub):
 def test_wrong_content_type_and_method(hub):
     r = post(hub, [EVENT], headers={"Content-Type": "text/plain"})
     assert r.status == 415 and r.json()[0]["value"]["code"] == "REQUEST_INPUT_MALFORMED"
+    r = post(hub, [EVENT], headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert r.status == 415 and r.json()[0]["value"]["code"] == "REQUEST_INPUT_MALFORMED"
+    assert "Content-Encoding 'gzip' is not supported" in r.body.decode()
     assert hub.request("GET", "/barchart/events").status == 405
     assert hub.request("GET", "/barchart/service/version").json()["service"]["name"] == "eventpush-hub"
 

@@ -519,6 +519,21 @@ def test_wrong_content_type_415(hub):
     assert hub.post(f"/connect/events/{coll()}", {"a": 1}, headers=no_ctype).status == 200
 
 
+def test_compressed_body_415_and_nothing_stored(hub):
+    """Neither API documents a compressed body: a Content-Encoding the hub would not undo is refused, so that a
+    gzip body is not misread as malformed JSON, nor a plain body labelled gzip stored as if it had been undone."""
+    import gzip
+
+    c = coll()
+    for body, coding in ((gzip.compress(b'{"id":"gz1"}'), "gzip"), (b'{"id":"gz2"}', "gzip"), (b'{"id":"br1"}', "br")):
+        r = hub.post(f"/connect/events/{c}", body, headers=dict(AUTH, **{"Content-Encoding": coding}))
+        assert r.status == 415 and f"Content-Encoding '{coding}' is not supported" in r.json()["errorMessage"]
+    r = hub.post("/connect/events", {c: [{"id": "gz3"}]}, headers=dict(AUTH, **{"Content-Encoding": "deflate"}))
+    assert r.status == 415
+    assert hub.post(f"/connect/events/{c}", {"id": "id1"}, headers=dict(AUTH, **{"Content-Encoding": "identity"})).status == 200
+    assert [e["id"] for e in hub.get(f"/connect/events/{c}").json()["results"]] == ["id1"]
+
+
 def test_body_over_max_body_413(hub):
     # the module hub runs with --max-body 1 MiB
     big = b'{"pad":"' + b"x" * (1024 * 1024) + b'"}'
@@ -532,7 +547,16 @@ def test_not_found_and_method_not_allowed(hub):
     assert hub.get("/connect/other").status == 404
     r = hub.request("DELETE", f"/connect/events/{coll()}", headers=AUTH)
     assert r.status == 405 and "not allowed" in r.json()["errorMessage"]
-    assert hub.request("GET", "/connect/events", headers=AUTH).status == 405
+    assert r.headers["allow"] == "POST, GET, HEAD"  # a 405 says what is allowed (RFC 9110 §15.5.6)
+    r = hub.request("GET", "/connect/events", headers=AUTH)
+    assert r.status == 405 and r.headers["allow"] == "POST"
+    assert hub.request("PUT", "/stats").headers["allow"] == "GET, HEAD"
+    # HEAD wherever GET is allowed: the GET's status and headers, no body
+    c = coll()
+    assert hub.post(f"/connect/events/{c}", {"id": "h1"}).status == 200
+    r = hub.request("HEAD", f"/connect/events/{c}", headers=AUTH)
+    assert r.status == 200 and r.body == b"" and r.headers["content-type"] == "application/json"
+    assert hub.request("HEAD", "/stats").status == 200
     assert hub.get("/push.js").status == 404 or hub.get("/push.js").headers["content-type"] == "application/javascript"
 
 

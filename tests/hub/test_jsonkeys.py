@@ -124,3 +124,19 @@ def test_repeated_key_deeper_than_pythons_parser():
         assert jsonkeys._first_repeated_scanned(raw) == "c"  # the fallback, whatever this Python's parser does
     raw = b'{"c":[{"c":1,"\\u0063":2}],"d":[' + deep + b"]}"
     assert repeated_key(raw, orjson.loads(raw)) is None
+
+
+@pytest.mark.parametrize("count", [9, 20_000])
+def test_many_names_are_checked_exactly_in_one_pass(count, monkeypatch):
+    """Past 8 top-level names, the body is checked by one exact parse instead of one whole-body search per name:
+    20,000 empty collections in 280 kB made the per-name searches take seconds on the event loop."""
+    searched = []
+    real_findall = jsonkeys.re.findall
+    monkeypatch.setattr(jsonkeys.re, "findall", lambda *a, **k: searched.append(1) or real_findall(*a, **k))
+    names = ["c%07d" % i for i in range(count)]
+    # every name also appears as a key inside an event: a search per name would see each twice
+    raw = ("{" + ",".join('"%s":[{"%s":1}]' % (n, n) for n in names) + "}").encode()
+    assert repeated_key(raw, orjson.loads(raw)) is None
+    repeated = raw[:-1] + b',"\\u0063%s":[]}' % names[count // 2][1:].encode()
+    assert repeated_key(repeated, orjson.loads(repeated)) == names[count // 2] == reference(repeated)
+    assert searched == []

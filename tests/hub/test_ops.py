@@ -230,6 +230,94 @@ def test_header_timeout_and_size_limit(hub_factory):
     assert "408 from 127.0.0.1" in logs and "431 to 127.0.0.1" in logs
 
 
+def _read_until_closed(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_an_endless_header_is_refused_at_the_limit(hub_factory):
+    """httptools hands a header over only once it ends: one that never ends is still refused at the size limit
+    (it used to be buffered whole, with no answer until the header timeout)."""
+    import select
+
+    hub = hub_factory("--header-timeout", "60", "--max-header-bytes", "4096")
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=10) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8192)
+        for _ in range(128):  # up to 1 MiB of one header value, which never ends
+            if select.select([s], [], [], 0.1)[0]:
+                break  # the answer came: stop sending
+            s.sendall(b"a" * 8192)
+        reply = _read_until_closed(s)
+    assert reply.startswith(b"HTTP/1.1 431 ") and b"exceed 4096 bytes" in reply
+    assert hub.get("/health").status == 200
+
+
+def test_a_refusal_waits_for_the_answer_to_the_request_before_it(hub_factory):
+    """Pipelined requests are answered in order: a 431 for the second one comes after the first one's 200 (it
+    used to be written at once, which the client read as the answer to its batch, though that was stored)."""
+    hub = hub_factory("--max-header-bytes", "4096")
+    ts = '"timestamp":"2015-02-05T14:55:56.587Z"'
+    batch = ('{"pipe":[%s]}' % ",".join('{"id":"p%d",%s,"pad":"%s"}' % (i, ts, "x" * 200)
+                                        for i in range(5000))).encode()
+    first = (b"POST /connect/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             b"Content-Length: %d\r\n\r\n" % len(batch)) + batch
+    second = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 8192 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=30) as s:
+        s.sendall(first + second)
+        replies = _read_until_closed(s)
+    head, _, rest = replies.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), replies[:200]
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    results = orjson.loads(rest[:length])["pipe"]
+    assert len(results) == 5000 and all(r["success"] for r in results)
+    assert rest[length:].startswith(b"HTTP/1.1 431 ")
+    assert count(hub.db, collection="pipe") == 5000
+
+
+def test_a_body_answered_early_must_arrive_in_time(hub_factory):
+    """After an early answer (413 on the declared length, 415) uvicorn reads and discards the rest of the body;
+    the rest must come within --body-timeout, and once it is in, the connection is idle and gets the keep-alive
+    timeout again (one body byte used to hold the connection open forever)."""
+    hub = hub_factory("--max-body", "2048", "--body-timeout", "1", "--timeout-keep-alive", "1")
+    head = b"POST /connect/events/c HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+    for ctype, length in ((b"application/json", 10 ** 9), (b"text/plain", 100)):
+        with socket.create_connection(("127.0.0.1", hub.port), timeout=15) as s:
+            s.sendall(head % (ctype, length))
+            reply = read_response(s)
+            assert reply.startswith(b"HTTP/1.1 413 " if length > 2048 else b"HTTP/1.1 415 "), reply
+            s.sendall(b"x")  # one byte of the body, then silence
+            t0 = time.monotonic()
+            assert _read_until_closed(s) == b""
+            assert time.monotonic() - t0 < 10
+    with socket.create_connection(("127.0.0.1", hub.port), timeout=15) as s:
+        s.sendall(head % (b"text/plain", 100))
+        assert read_response(s).startswith(b"HTTP/1.1 415 ")
+        s.sendall(b"x" * 100)  # the whole body: the connection is kept, then idle
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(s).startswith(b"HTTP/1.1 200 ")
+        t0 = time.monotonic()
+        assert _read_until_closed(s) == b""  # closed by the keep-alive timeout
+        assert time.monotonic() - t0 < 10
+    logs = hub.logs()
+    assert "the rest of a request body answered early did not arrive within 1 s" in logs
+
+
+def test_control_characters_in_a_path_cannot_forge_log_lines(hub_factory):
+    hub = hub_factory()
+    forged = "2026-01-01 00:00:00,000 CRITICAL eventpush.hub: database corrupted"
+    path = "/connect/events/x%0A" + forged.replace(" ", "%20")
+    r = hub.post(path, b'{"a":1}', headers={"Content-Type": "text/plain"})
+    assert r.status == 415
+    hub.stop()
+    lines = hub.logs().splitlines()
+    assert not any(line.startswith(forged) for line in lines)
+    assert any("/connect/events/x\\n2026" in line and "-> 415" in line for line in lines)
+
+
 @pytest.mark.parametrize("fmt", ["lines", "json"])
 def test_keys_file(hub_factory, tmp_path, fmt):
     path = tmp_path / "keys"

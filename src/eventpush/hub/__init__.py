@@ -32,7 +32,8 @@ Connect: statuses and bodies
     401  ``{"errorMessage":"Unauthorised. Please check your Project Id and API Key"}`` when projects are configured
          and ``X-Project-Id`` / ``X-Api-Key`` do not match one (checked before the body is read). Without any
          configured project every key is accepted (a warning at start) and a missing project id stores under "".
-    404  unknown path; 405 wrong method (both ``{"errorMessage": …}``).
+    404  unknown path; 405 wrong method (both ``{"errorMessage": …}``; a 405 has an ``Allow`` header, and HEAD
+         is allowed wherever GET is).
     408  the body did not arrive within ``--body-timeout`` seconds (slow clients).
     409  single event whose ``id`` is already stored in (project, collection): ``{"errorMessage": "Duplicate …"}``.
     413  ``{"errorMessage":"Maximum event size of 64kb exceeded."}`` when the event, encoded as compact JSON (what
@@ -40,9 +41,11 @@ Connect: statuses and bodies
          collections) gets 413 ``"Maximum batch size of 5000 events exceeded (N events); split …"``; a body over
          ``--max-body`` (default 32 MiB) gets 413 before it is read further (Content-Length checked first, then
          counted while reading). Early answers (401, 413, 415) keep the connection open: uvicorn discards the
-         rest of the body without buffering it, so the client reads the answer instead of a TCP reset.
+         rest of the body without buffering it, so the client reads the answer instead of a TCP reset (the
+         rest must arrive within ``--body-timeout``, else the connection is closed).
     415  a Content-Type other than ``application/json`` / ``application/*+json`` or a charset other than UTF-8
-         (a missing Content-Type is accepted as JSON).
+         (a missing Content-Type is accepted as JSON), or a Content-Encoding other than ``identity`` (neither API
+         documents compressed bodies).
     422  ``{"errors":[{"field", "description"}]}``: property names containing ``.`` or longer than 255 characters at
          any depth (dicts inside lists too; ``field`` is the property name, as connect-python keys it), a
          ``timestamp`` that is not an ISO-8601 date-time string (naive values and offsets are accepted: the

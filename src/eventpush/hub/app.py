@@ -59,23 +59,32 @@ class HTTPError(Exception):
     without buffering it, so the client reads the answer instead of a TCP reset (closing a socket with unread
     data resets it). Only a stalled body (408) and an unparsable Content-Length close the connection."""
 
-    def __init__(self, status: int, body: bytes, *, close: bool = False, reason: str = "") -> None:
+    def __init__(self, status: int, body: bytes, *, close: bool = False, reason: str = "",
+                 headers: Optional[Headers] = None) -> None:
         super().__init__(status, reason)
         self.status = status
         self.body = body
         self.close = close
         self.reason = reason
+        self.headers = headers or []
 
     def __reduce__(self) -> Any:
-        return (_rebuild_http_error, (self.status, self.body, self.close, self.reason))
+        return (_rebuild_http_error, (self.status, self.body, self.close, self.reason, self.headers))
 
 
-def _rebuild_http_error(status: int, body: bytes, close: bool, reason: str) -> HTTPError:
-    return HTTPError(status, body, close=close, reason=reason)
+def _rebuild_http_error(status: int, body: bytes, close: bool, reason: str,
+                        headers: Optional[Headers] = None) -> HTTPError:
+    return HTTPError(status, body, close=close, reason=reason, headers=headers)
 
 
 class ClientGone(Exception):
     """The client disconnected before its request was complete."""
+
+
+def _loggable(text: str) -> str:
+    """``text`` for a plain log line: control characters (a percent-encoded newline in a path would start a forged
+    line) and other unprintable ones escaped."""
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 def _connect_error(message: str) -> bytes:
@@ -255,6 +264,8 @@ class HubApp:
             except HTTPError as exc:
                 status, body = exc.status, exc.body
                 headers = _JSON_CLOSE if exc.close else _JSON
+                if exc.headers:
+                    headers = headers + exc.headers
                 req.reason = exc.reason
             except cn.TooDeepToCheck as exc:  # (Connect: integers beyond 64 bits in a body too deep to re-parse)
                 status, body = 400, _connect_error(str(exc))
@@ -263,7 +274,7 @@ class HubApp:
                 status, body = 499, b""
                 req.reason = "client disconnected"
             except Exception as exc:
-                log.exception("request failed: %s %s", scope["method"], path)
+                log.exception("request failed: %s %s", scope["method"], _loggable(path))
                 status = 500
                 req.reason = f"internal error: {exc!r}"
                 if req.api == "barchart":
@@ -278,7 +289,7 @@ class HubApp:
                         sent += len(chunk)
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except Exception:  # the reply started: the connection is cut, so the client sees it incomplete
-                    log.exception("%s %s failed after its reply started", scope["method"], path)
+                    log.exception("%s %s failed after its reply started", scope["method"], _loggable(path))
                     raise
                 await send({"type": "http.response.body", "body": b""})
                 bytes_out = sent
@@ -298,7 +309,7 @@ class HubApp:
                 self._idle.set()
         self.stats.request(req.bytes_in, status >= 400)
         if status >= 400 and status != 404:
-            log.info("%s %s -> %d: %s", scope["method"], path, status, req.reason or "rejected")
+            log.info("%s %s -> %d: %s", scope["method"], _loggable(path), status, _loggable(req.reason or "rejected"))
         if self.config.access_log and access_log.isEnabledFor(logging.INFO):
             client = scope.get("client")
             access_log.info(
@@ -336,7 +347,7 @@ class HubApp:
                 collection = self._collection(scope, path, len(path) - len(rest) + 8)
                 req.collection = collection
                 self._allow(method, ("POST", "GET"))
-                if method == "GET":
+                if method in ("GET", "HEAD"):
                     return await self._connect_get(scope, collection, req)
                 return await self._connect_single(scope, receive, collection, req)
             raise _not_found()
@@ -382,9 +393,12 @@ class HubApp:
 
     @staticmethod
     def _allow(method: str, allowed: Tuple[str, ...]) -> None:
+        if "GET" in allowed and "HEAD" not in allowed:
+            allowed += ("HEAD",)  # HEAD is GET without the body (uvicorn leaves the body out)
         if method not in allowed:
-            raise HTTPError(405, _connect_error(f"Method {method} not allowed; use {', '.join(allowed)}."),
-                            reason="method not allowed")
+            listed = ", ".join(allowed)
+            raise HTTPError(405, _connect_error(f"Method {method} not allowed; use {listed}."),
+                            reason="method not allowed", headers=[(b"allow", listed.encode())])
 
     @staticmethod
     def _collection(scope: Scope, path: str, offset: int) -> str:
@@ -448,6 +462,11 @@ class HubApp:
         if bad is not None:
             raise HTTPError(415, err(f"Content-Type must be application/json (got {bad!r})."),
                             reason="wrong content type")
+        for name, value in scope["headers"]:
+            # neither API documents a compressed body: a coding the hub would not undo is refused, not misread
+            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                raise HTTPError(415, err(f"Content-Encoding {value.decode('latin-1')!r} is not supported; send the "
+                                         "body uncompressed."), reason="unsupported content encoding")
         limit = self.config.max_body
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -673,4 +692,5 @@ def create_app(config: Optional[HubConfig] = None) -> HubApp:
     else:
         HubHttpProtocol.header_timeout = cfg.header_timeout
         HubHttpProtocol.max_header_bytes = cfg.max_header_bytes
+        HubHttpProtocol.discard_timeout = cfg.body_timeout
     return HubApp(cfg)
