@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import threading
+import time
 
 import orjson
 import pytest
@@ -435,3 +436,104 @@ def test_keep_alive_one_pooled_connection(use_core, recorder):
         c.push_events({"c": [{"i": 9}]}).result(5)
     assert len(recorder.requests) == 6
     assert len({r.client for r in recorder.requests}) == 1  # every request on the same TCP connection
+
+
+# -- close() from a callback, and pushes racing close() -------------------------------------------------------------
+
+def test_close_from_a_done_callback_finishes_and_closes_the_pool(use_core, recorder):
+    gate = threading.Event()
+
+    def held(req):  # the first push holds the only worker until the callback is in place
+        assert gate.wait(10)
+        return 200, {"Content-Type": "application/json"}, b""
+
+    recorder.script = [held]
+    c = ConnectClient("p", "k", base_url=recorder.base, max_workers=1)
+    futs = [c.push_event("c", {"i": i}) for i in range(10)]
+    calls, raised = [], []
+
+    def on_done(f):  # runs on the client's worker thread
+        calls.append(f)
+        try:
+            c.close()
+        except BaseException as exc:  # concurrent.futures would only log it
+            raised.append(exc)
+
+    last = futs[-1]
+    assert not last.done()
+    last.add_done_callback(on_done)
+    gate.set()
+    assert all(f.result(10).success for f in futs)
+    c.close()  # waits for the close the callback began
+    assert raised == [] and calls == [last]
+    assert c.closed and c._api._session.closed
+    assert sorted(r.json()["i"] for r in recorder.requests) == list(range(10))
+    with pytest.raises(ClosedError):
+        c.push_event("c", {"a": 1})
+
+
+class _Held:
+    """A value whose encoding waits: the push has passed its first closed check and is still encoding."""
+
+    def __init__(self, entered, release):
+        self.entered, self.release = entered, release
+
+    def isoformat(self):
+        self.entered.set()
+        assert self.release.wait(10)
+        return "2015-08-01T00:00:00"
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["push_event", "push_events"])
+def test_push_racing_close_raises_closed_error(use_core, recorder, batch):
+    c = ConnectClient("p", "k", base_url=recorder.base)
+    entered, release = threading.Event(), threading.Event()
+    out = {}
+
+    def pusher():
+        event = {"when": _Held(entered, release)}
+        try:
+            out["r"] = c.push_events({"c": [event]}) if batch else c.push_event("c", event)
+        except Exception as exc:  # recorded: the assertion below names it
+            out["r"] = exc
+
+    t = threading.Thread(target=pusher)
+    t.start()
+    assert entered.wait(10)
+    c.close()  # nothing queued yet: the executor is shut down at once
+    release.set()
+    t.join(10)
+    assert isinstance(out["r"], ClosedError), repr(out["r"])
+    assert recorder.requests == []
+
+
+def test_pushes_racing_close_from_many_threads(use_core, recorder):
+    seen = []
+    lock = threading.Lock()
+    for _trial in range(20):
+        c = ConnectClient("p", "k", base_url=recorder.base)
+        futs = []
+        started = threading.Barrier(5)
+
+        def pusher():
+            started.wait()
+            while True:
+                try:
+                    f = c.push_event("c", {"n": 1})
+                except Exception as exc:  # recorded: must be ClosedError
+                    with lock:
+                        seen.append(exc)
+                    return
+                with lock:
+                    futs.append(f)
+
+        threads = [threading.Thread(target=pusher) for _ in range(4)]
+        for t in threads:
+            t.start()
+        started.wait()
+        time.sleep(0.002)
+        c.close()
+        for t in threads:
+            t.join(10)
+        assert all(f.done() and f.result().success for f in futs)  # what was queued was sent
+    assert len(seen) == 80 and {type(e) for e in seen} == {ClosedError}, {repr(e) for e in seen}

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import threading
+import time
 
 import orjson
 import pytest
@@ -426,3 +427,201 @@ def test_buffered_mode_endpoint_down_spools_everything_on_reset(use_core, tmp_pa
     assert st["delivered"] == 0 and st["spooled"] == 500 and st["dropped"] == 0
     with Spool(str(spool)) as sp:
         assert sp.pending()[1] == 500
+
+
+# -- split pushes: results stay with their events (spec §1.5, §3.5) ----------------------------------------------
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _all_stored_reply(req):
+    return 200, JSON, orjson.dumps({c: [{"success": True}] * len(evs) for c, evs in req.json().items()})
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+@pytest.mark.parametrize("reply", [
+    (500, JSON, b'{"errorMessage":"An error occurred while processing your request"}'),
+    (502, {"Content-Type": "text/html"}, b"<html>bad gateway</html>"),
+], ids=["500-errorMessage", "502-html"])
+def test_split_push_part_failed_as_a_whole_keeps_results_aligned(use_core, recorder, failing, reply):
+    # 6,100 events in two collections go out as 5,000 + 1,100; one part fails as a whole, the other is stored
+    recorder.script = [reply if k == failing else _all_stored_reply for k in range(2)]
+    connect.configure(lambda c: _conf(c, recorder.base), retry=Retry.NONE)
+    r = connect.push({"c": [{"n": i} for i in range(6000)], "d": [{"m": j} for j in range(100)]})
+    parts = [r_.json() for r_ in recorder.requests]
+    assert [sum(map(len, p.values())) for p in parts] == [5000, 1100]
+    assert r.http_status_code == str(reply[0]) and r.success is False
+    for coll, key, total in (("c", "n", 6000), ("d", "m", 100)):
+        items = r.data[coll]
+        assert len(items) == total
+        assert [it["event"][key] for it in items] == list(range(total))  # every result with its own event
+    stored = {(coll, e.get("n", e.get("m"))) for k, p in enumerate(parts) if k != failing
+              for coll, evs in p.items() for e in evs}
+    failed_part = {(coll, e.get("n", e.get("m"))) for coll, evs in parts[failing].items() for e in evs}
+    for coll, key in (("c", "n"), ("d", "m")):
+        for it in r.data[coll]:
+            where = (coll, it["event"][key])
+            if where in stored:
+                assert it["success"] is True
+            else:
+                assert where in failed_part and it["success"] is False and it["duplicate"] is False
+                if reply[0] == 500:
+                    assert it["message"] == "An error occurred while processing your request"
+                else:
+                    assert "502" in it["message"]
+    if reply[0] == 500:  # the failed part's top-level error is kept, as in an unsplit reply
+        assert r.data["errorMessage"] == "An error occurred while processing your request"
+
+
+def test_split_push_short_result_list_is_padded(use_core, recorder):
+    def short(req):  # a reply with one result too few for the first part
+        return 200, JSON, orjson.dumps({"c": [{"success": True}] * (len(req.json()["c"]) - 1)})
+
+    recorder.script = [short, _all_stored_reply]
+    connect.configure(lambda c: _conf(c, recorder.base), retry=Retry.NONE)
+    r = connect.push("c", [{"n": i} for i in range(5002)])
+    items = r.data["c"]
+    assert [it["event"]["n"] for it in items] == list(range(5002))
+    assert items[4999]["success"] is False and all(it["success"] for k, it in enumerate(items) if k != 4999)
+
+
+def test_split_push_duplicate_counts_as_stored_only_in_the_retried_part(use_core, recorder):
+    def dup_first(req):
+        doc = {"c": [{"success": True}] * len(req.json()["c"])}
+        doc["c"][0] = {"success": False, "duplicate": True, "message": "Duplicate event"}
+        return 200, JSON, orjson.dumps(doc)
+
+    # part 1 answers at once (its duplicate is genuine); part 2 is retried after a 503 (its duplicate is ours)
+    recorder.script = [dup_first, (503, JSON, b'{"errorMessage":"busy"}'), dup_first]
+    connect.configure(lambda c: _conf(c, recorder.base), retry=FAST_RETRY)
+    r = connect.push("c", [{"id": f"e{i}"} for i in range(6000)])
+    assert len(recorder.requests) == 3 and r.http_status_code == "200"
+    items = r.data["c"]
+    assert [it["event"]["id"] for it in items] == [f"e{i}" for i in range(6000)]
+    assert (items[0]["success"], items[0]["duplicate"]) == (False, True)  # never retried: not ours
+    assert (items[5000]["success"], items[5000]["duplicate"]) == (True, True)  # after a retry: stored by us
+    assert sum(it["success"] for it in items) == 5999
+
+
+# -- replacing the client while pushes are under way (spec §4.1) ---------------------------------------------------
+
+@pytest.mark.parametrize("replace", ["configure", "reset"])
+def test_sync_replace_waits_for_the_push_in_flight(use_core, recorder, replace):
+    arrived = threading.Event()
+
+    def busy(req):  # a transient failure: the push waits for its retry while the client gets replaced
+        arrived.set()
+        return 503, {"Content-Type": "application/json", "Retry-After": "0.5"}, b'{"errorMessage":"busy"}'
+
+    recorder.script = [busy]
+    recorder.default = (200, JSON, b"")
+    connect.configure(lambda c: _conf(c, recorder.base, "sync"))
+    out = {}
+
+    def pusher():
+        try:
+            out["r"] = connect.push("c", {"n": 1})
+        except Exception as exc:  # recorded: the assertion below names it
+            out["r"] = exc
+
+    t = threading.Thread(target=pusher)
+    t.start()
+    assert arrived.wait(10)
+    if replace == "configure":
+        connect.configure(lambda c: _conf(c, recorder.base, "sync"))
+    else:
+        connect.reset()
+    assert "r" in out  # the old client finished the push before it closed
+    t.join(10)
+    r = out["r"]
+    assert isinstance(r, EventPushResponse), r
+    assert (r.http_status_code, r.success, r.attempts) == ("200", True, 2)
+    assert len(recorder.requests) == 2
+
+
+@pytest.mark.parametrize("mode,replace", [("async", "configure"), ("sync", "configure"), ("await", "reset")])
+def test_push_started_before_a_replace_goes_out_on_the_old_client(use_core, recorder, mode, replace):
+    import collections.abc
+
+    from eventpush.connect import ruby
+
+    class Slow(collections.abc.Mapping):  # not a dict: push() copies it with dict(), which calls keys()
+        def __init__(self, data, entered, release):
+            self.data, self.entered, self.release = data, entered, release
+
+        def __getitem__(self, k):
+            return self.data[k]
+
+        def __iter__(self):
+            return iter(self.data)
+
+        def __len__(self):
+            return len(self.data)
+
+        def keys(self):
+            self.entered.set()
+            assert self.release.wait(10)
+            return self.data.keys()
+
+    recorder.default = _all_stored_reply
+    connect.configure(lambda c: _conf(c, recorder.base, mode))
+    old = ruby._client
+    entered, release = threading.Event(), threading.Event()
+    out = {}
+
+    def pusher():
+        try:
+            out["r"] = connect.push(Slow({"c": [{"n": 1}]}, entered, release))
+        except Exception as exc:  # recorded: the assertion below names it
+            out["r"] = exc
+
+    t = threading.Thread(target=pusher)
+    t.start()
+    assert entered.wait(10)  # the push has its client and is encoding
+    if replace == "configure":
+        swap = threading.Thread(target=connect.configure, args=(lambda c: _conf(c, recorder.base, mode),))
+    else:
+        swap = threading.Thread(target=connect.reset)
+    swap.start()
+    for _ in range(1000):  # until close() of the old client began
+        if old._closed:
+            break
+        time.sleep(0.01)
+    assert old._closed and ruby._client is not old
+    release.set()
+    t.join(10)
+    swap.join(10)
+    r = out["r"]
+    assert not isinstance(r, Exception), repr(r)
+    r = r.wait(10) if mode == "async" else r.result(10) if mode == "await" else r
+    assert r.success and [it["event"]["n"] for it in r.data["c"]] == [1]
+    assert len(recorder.requests) == 1
+
+
+def test_many_pushes_racing_configure_all_go_out(use_core, recorder):
+    recorder.default = _all_stored_reply
+    connect.configure(lambda c: _conf(c, recorder.base, "async"), max_workers=4)
+    errors, deferreds = [], []
+    lock = threading.Lock()
+
+    def work():
+        for i in range(80):
+            try:
+                d = connect.push("c", [{"i": i, "k": k} for k in range(400)])  # encoding takes a moment
+            except Exception as exc:  # recorded: must stay empty
+                with lock:
+                    errors.append(exc)
+            else:
+                with lock:
+                    deferreds.append(d)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        connect.configure(lambda c: _conf(c, recorder.base, "async"), max_workers=4)
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(deferreds) == 320 and all(d.wait(30).success for d in deferreds)
+    assert sum(len(r.json()["c"]) for r in recorder.requests) == 320 * 400

@@ -173,3 +173,53 @@ def test_event_class(use_core):
     data, errs = e2._validate_and_process_nested({"first.name": 1, "n": {"$x": dt.datetime(2015, 8, 1)}}, errs)
     assert errs == {"first.name": MSG_DOT, "$x": MSG_DOLLAR} and data["n"]["$x"] == "2015-08-01T00:00:00"
     assert "some data" in Event("c", {1: "some data"}).body.values()  # non-str keys are skipped, not refused
+
+
+def test_refused_batch_stamps_only_up_to_the_first_invalid_event(client, recorder):
+    # the original builds Event after Event and stops at the first that raises: the dicts after it stay as given
+    ok, bad, after, own_id, other = {"x": 1}, {"tp_x": 1}, {"y": 2}, {"id": "mine", "z": 1}, {"z": 3}
+    shared = {"s": 1}  # also before the failing event: stamped there, and keeps it
+    late_ts = {"w": 1, "timestamp": dt.datetime(2015, 8, 1)}
+    exc = _exc(client.push_events({"c": [ok, shared, bad, after, shared, after, own_id], "d": [other, late_ts]}))
+    assert exc.args[0] == {"tp_x": MSG_TP} and (exc.collection, exc.index) == ("c", 2)
+    assert list(ok) == ["x", "id", "timestamp"] and list(bad) == ["tp_x", "id", "timestamp"]
+    assert list(shared) == ["s", "id", "timestamp"]
+    assert after == {"y": 2} and own_id == {"id": "mine", "z": 1} and other == {"z": 3}
+    assert late_ts == {"w": 1, "timestamp": dt.datetime(2015, 8, 1)}
+    # the same in a later collection, with an unserializable value, and ahead of a value that is no list
+    first, bad2, later = {"a": 1}, {"b": {1, 2}}, {"c": 1}
+    exc = _exc(client.push_events({"a": [{"p": 1}], "b": [first, bad2, later], "z": [{"q": 1}]}))
+    assert isinstance(exc, TypeError) and (exc.collection, exc.index) == ("b", 1)
+    assert "id" in first and "id" in bad2 and later == {"c": 1}
+    first, bad3, later, nl = {"a": 1}, {"$b": 1}, {"c": 1}, {"d": 1}
+    exc = _exc(client.push_events({"a": [first, bad3, later], "b": [nl], "c": "not a list"}))
+    assert exc.args[0] == {"$b": MSG_DOLLAR} and later == {"c": 1} and nl == {"d": 1}
+    assert recorder.requests == []
+    # a valid batch is stamped all through, as before
+    evs = [{"i": i} for i in range(3)]
+    client.push_events({"c": evs}).result(5)
+    assert all(list(e) == ["i", "id", "timestamp"] for e in evs)
+    assert [e["id"] for e in recorder.requests[0].json()["c"]] == [e["id"] for e in evs]
+
+
+def test_event_body_changed_in_place_is_sent(use_core, recorder):
+    from eventpush.connect import ConnectApi
+
+    api = ConnectApi("p", "k", base_url=recorder.base)
+    try:
+        untouched = Event("c", {"a": 1})
+        r = api.post_event(untouched)
+        assert recorder.requests[-1].body == untouched._encoded  # nobody looked at body: the bytes from the start
+        assert r.event == recorder.requests[-1].json()
+        e = Event("c", {"a": 1, "n": {"k": 1}})
+        e.body["enriched"] = True  # the original sends json.dumps(event.body)
+        e.body["n"]["k"] = 2
+        r = api.post_event(e)
+        sent = recorder.requests[-1].json()
+        assert sent["enriched"] is True and sent["n"] == {"k": 2} and sent["id"] == e.body["id"]
+        assert r.event == sent
+        e.body = {"replaced": 1}
+        api.post_event(e)
+        assert recorder.requests[-1].json() == {"replaced": 1}
+    finally:
+        api.close()

@@ -197,8 +197,11 @@ class ConnectApi:
     # -- the original's public surface ------------------------------------------------------------------------
 
     def post_event(self, event: Any) -> PushResponse:
-        """Post one :class:`~eventpush.connect.Event` (synchronously)."""
-        return self._post_single(event.collection_name, event._encoded)
+        """Post one :class:`~eventpush.connect.Event` (synchronously): its ``body`` as it is now, changes made in
+        place included (the original sends ``json.dumps(event.body)``)."""
+        current = getattr(event, "_bytes", None)
+        body = current() if current is not None else dumps_exact(event.body)  # an Event-like object of the caller's
+        return self._post_single(event.collection_name, body)
 
     def post_events(self, event_batch: Dict[str, List[Any]]) -> PushBatchResponse:
         """Post already processed events ``{collection: [event dicts]}`` as one batch (synchronously)."""

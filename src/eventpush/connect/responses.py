@@ -163,7 +163,8 @@ class EventPushResponse:
     ``EventPushResponse(code, content_type, body, events_pushed, *, batch=False)``: ``events_pushed`` is the event
     dict, or ``{collection: [events]}`` with ``batch=True``. ``attempts`` says how many requests it took."""
 
-    __slots__ = ("http_status_code", "content_type", "body", "attempts", "_events", "_batch", "_data", "_parsed")
+    __slots__ = ("http_status_code", "content_type", "body", "attempts", "_events", "_batch", "_data", "_parsed",
+                 "_resent")
 
     def __init__(self, code: Any, content_type: Optional[str], body: Any, events_pushed: Any, *,
                  batch: bool = False, attempts: int = 1) -> None:
@@ -175,14 +176,20 @@ class EventPushResponse:
         self._batch = batch
         self._data: Any = _UNSET
         self._parsed: Any = _UNSET
+        # whether batch items marked duplicate count as stored by our own earlier attempt; None: attempts > 1
+        self._resent: Optional[bool] = None
 
     @classmethod
     def _from_parts(cls, code: Any, content_type: Optional[str], body: Any, events: Callable[[], Any], *,
-                    batch: bool, attempts: int = 1, parsed: Any = None) -> "EventPushResponse":
+                    batch: bool, attempts: int = 1, parsed: Any = None,
+                    resent: Optional[bool] = None) -> "EventPushResponse":
+        """``resent=False`` when the items were already settled (a split push decides it part by part: one
+        part's retry says nothing about another part's duplicates)."""
         r = cls(code, content_type, body, events, batch=batch, attempts=attempts)
         r._events = _Deferred(events)
         if parsed is not None:
             r._parsed = parsed
+        r._resent = resent
         return r
 
     @property
@@ -225,7 +232,7 @@ class EventPushResponse:
         events = self._events_value()
         if not isinstance(data, dict):
             return data
-        resent = self.attempts > 1
+        resent = self.attempts > 1 if self._resent is None else self._resent
         if self._batch and isinstance(events, Mapping):
             for coll, evs in events.items():
                 items = data.get(coll)
@@ -247,6 +254,7 @@ class EventPushResponse:
         self._events = None
         self._batch = False
         self._parsed = _UNSET
+        self._resent = None
 
     def __str__(self) -> str:
         return f"Status: {self.http_status_code}\nSuccessful: {self.success}\nData: {self.data}"

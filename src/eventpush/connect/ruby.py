@@ -222,9 +222,37 @@ class _Client:
             self._executor = ThreadPoolExecutor(max_workers=max(1, config.max_workers),
                                                 thread_name_prefix="eventpush-connect-rb")
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when the last push in progress ends
+        self._active = 0  # pushes between _enter() and _leave(): close() waits for them
+        self._local = threading.local()  # this thread's pushes in progress on this client (depth)
+        self._done = threading.Event()  # set once close() closed the pool
         self._closed = False
 
     def push(self, collection_or_batches: Any, event_or_events: Any = None) -> Any:
+        """Push on this client (raises :class:`ClosedError` once :meth:`close` began)."""
+        self._enter()
+        try:
+            return self._push(collection_or_batches, event_or_events)
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        """Count a push in progress; from here on :meth:`close` waits for it (its encoding, dispatch and, in sync
+        mode, its send with the retries) before it closes anything."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
+            self._active += 1
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+
+    def _leave(self) -> None:
+        self._local.depth -= 1
+        with self._lock:
+            self._active -= 1
+            if not self._active:
+                self._idle.notify_all()
+
+    def _push(self, collection_or_batches: Any, event_or_events: Any) -> Any:
         if self._batcher is not None:
             return self._push_buffered(collection_or_batches, event_or_events)
         enc = encoder(CONNECT_RUBY)
@@ -248,8 +276,6 @@ class _Client:
 
     def _push_buffered(self, first: Any, event_or_events: Any) -> None:
         """Buffered mode: every good event is queued; then the first bad one raises (its ``index`` names it)."""
-        if self._closed:
-            raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
         b = self._batcher
         if isinstance(first, str) and not isinstance(event_or_events, list):
             try:
@@ -276,18 +302,15 @@ class _Client:
         return True
 
     def _dispatch(self, job: Callable[[], EventPushResponse]) -> Any:
+        # Called between _enter() and _leave(): close() has not shut the executor down nor closed the transport
+        # yet, even when it began meanwhile (it waits for this push), so the send goes out.
         if self.mode == "sync":
-            if self._closed:
-                raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
             return job()
-        with self._lock:  # no submit can slip in after close() started draining
-            if self._closed:
-                raise ClosedError("this Connect client was closed (configure() or reset() replaced it)")
-            if self.mode == "await":
-                return AwaitableResponse(self._executor.submit(job))  # type: ignore[union-attr]
-            deferred = DeferredResponse()
-            self._executor.submit(_run_deferred, job, deferred)  # type: ignore[union-attr]
-            return deferred
+        if self.mode == "await":
+            return AwaitableResponse(self._executor.submit(job))  # type: ignore[union-attr]
+        deferred = DeferredResponse()
+        self._executor.submit(_run_deferred, job, deferred)  # type: ignore[union-attr]
+        return deferred
 
     def _send_single(self, collection: str, body: bytes) -> EventPushResponse:
         resp = self._transport.post(single_path(collection), body)
@@ -307,44 +330,106 @@ class _Client:
             return EventPushResponse._from_parts(resp.status, resp.headers.get("Content-Type"), resp.data,
                                                  sent.by_collection, batch=True, attempts=resp.attempts)
         # a push over 5,000 events went out in parts: merge them back in request order
-        status = next((r.status for r in replies if r.status != 200), 200)
-        merged: Dict[str, Any] = {}
-        for r in replies:
-            ct = r.headers.get("Content-Type") or ""
-            doc = loads_or_none(r.data) if "application/json" in ct.lower() else None
-            if not isinstance(doc, dict):
-                return EventPushResponse._from_parts(r.status, r.headers.get("Content-Type"), r.data,
-                                                     sent.by_collection, batch=True, attempts=r.attempts)
-            for k, v in doc.items():
-                if isinstance(v, list) and isinstance(merged.get(k), list):
-                    merged[k].extend(v)
-                else:
-                    merged.setdefault(k, v)
-        attempts = max(r.attempts for r in replies)
-        return EventPushResponse._from_parts(status, "application/json", orjson.dumps(merged), sent.by_collection,
-                                             batch=True, attempts=attempts, parsed=merged)
+        return _merge_parts(batches, replies, sent)
 
     def close(self) -> None:
-        """Finish in-flight sends, then close the pool."""
+        """Let the pushes already started finish (sync: their sends, retries included; async / await: their
+        queued sends; buffered: delivery or spooling), then close the pool. A second call waits for the first
+        to finish. Called from one of this client's own threads (a callback), it returns at once and the rest
+        happens in the background."""
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
-        if self._batcher is not None:
-            self._batcher.close()  # delivers or spools what is buffered
+        own = self._on_own_thread()
+        if not first:
+            if not own:
+                self._done.wait()
+            return
+        if own:
+            # waiting here would wait for ourselves: let the sends finish in the background
+            threading.Thread(target=self._finish, name="eventpush-connect-close").start()
+            return
+        self._finish()
+
+    def _on_own_thread(self) -> bool:
+        """True in one of our sender threads, or in a thread with a push of ours in progress."""
+        if getattr(self._local, "depth", 0):
+            return True
         ex = self._executor
-        if ex is not None:
-            if threading.current_thread() in getattr(ex, "_threads", ()):
-                # called from one of our own callbacks: let the sends finish in the background
-                threading.Thread(target=self._finish, name="eventpush-connect-close").start()
-                return
-            ex.shutdown(wait=True)
-        self._transport.close()
+        return ex is not None and threading.current_thread() in getattr(ex, "_threads", ())
 
     def _finish(self) -> None:
-        assert self._executor is not None
-        self._executor.shutdown(wait=True)
-        self._transport.close()
+        try:
+            with self._idle:
+                while self._active:
+                    self._idle.wait()
+            if self._batcher is not None:
+                self._batcher.close()  # delivers or spools what is buffered
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+        finally:
+            self._transport.close()  # whatever happened above, the pool is closed
+            self._done.set()
+
+
+_NO_RESULT = "Connect returned no result for this event"
+
+
+def _part_failure(status: int, doc: Any, data: bytes) -> Any:
+    """The message given to each event of a split push's part that has no result list: the reply's
+    ``errorMessage``, else its ``errors``, else a text naming the status."""
+    if not isinstance(doc, dict):
+        what = "an empty body" if not data else "a body that is not JSON"
+        return f"Connect answered HTTP {status} with {what}"
+    if "errorMessage" in doc:
+        return doc["errorMessage"]
+    if "errors" in doc:
+        return doc["errors"]
+    return f"Connect answered HTTP {status} with no result for this event"
+
+
+def _merge_parts(batches: List[Any], replies: List[Any], sent: SentBatches) -> EventPushResponse:
+    """One response for a push that went out in parts (spec §1.5): the first non-200 status (else 200), and per
+    collection one result per event in request order. A part that failed as a whole (a 500 with
+    ``errorMessage``, a reply that is not JSON, …) gives each of its events a failed result carrying the part's
+    error, so that no result is paired with another part's event; a short list is padded the same way. A
+    ``duplicate`` counts as stored (``success`` true, spec §3.5) only in a part that was itself retried. Other
+    top-level keys (``errorMessage``) come from the first part that has them."""
+    status = next((r.status for r in replies if r.status != 200), 200)
+    names = {coll for b in batches for coll, _s, _e in b.groups()}
+    merged: Dict[str, Any] = {}
+    for b, r in zip(batches, replies):
+        ct = r.headers.get("Content-Type") or ""
+        doc = loads_or_none(r.data) if "application/json" in ct.lower() else None
+        if not isinstance(doc, dict):
+            doc = None
+        resent = r.attempts > 1
+        for coll, start, stop in b.groups():
+            n = stop - start
+            out = merged.setdefault(coll, [])
+            items = doc.get(coll) if doc is not None else None
+            if not isinstance(items, list):
+                failure = _part_failure(r.status, doc, r.data)
+                out.extend({"success": False, "duplicate": False, "message": failure} for _ in range(n))
+                continue
+            if len(items) > n:
+                items = items[:n]
+            if resent:
+                for item in items:
+                    if type(item) is dict and item.get("duplicate") is True:
+                        item["success"] = True  # stored by this part's own earlier attempt
+            out.extend(items)
+            if len(items) < n:
+                out.extend({"success": False, "duplicate": False, "message": _NO_RESULT}
+                           for _ in range(n - len(items)))
+        if doc is not None:
+            for k, v in doc.items():
+                if k not in names:
+                    merged.setdefault(k, v)
+    attempts = max(r.attempts for r in replies)
+    # resent=False: the duplicates were settled part by part above, not by the merged response's attempts
+    return EventPushResponse._from_parts(status, "application/json", orjson.dumps(merged), sent.by_collection,
+                                         batch=True, attempts=attempts, parsed=merged, resent=False)
 
 
 def _as_batch(first: Any, event_or_events: Any) -> Dict[Any, Any]:
@@ -411,8 +496,16 @@ def flush(timeout: Optional[float] = None) -> bool:
 
 def push(collection_or_batches: Any, event_or_events: Any = None) -> Any:
     """Push one event, a list of events into one collection, or ``{collection: [events]}``; see the module
-    docstring for the dispatch rule and what each mode returns."""
-    client = _client
-    if client is None:
-        raise UnconfiguredError()
-    return client.push(collection_or_batches, event_or_events)
+    docstring for the dispatch rule and what each mode returns. A push that races ``configure()`` /
+    ``reset()`` goes out on the client it found: replacing a client waits for the pushes already started."""
+    with _state_lock:
+        client = _client
+        if client is None:
+            raise UnconfiguredError()
+        # counted under the lock that configure() swaps clients with, so the old client cannot close between
+        # our reading it and our push starting on it
+        client._enter()
+    try:
+        return client._push(collection_or_batches, event_or_events)
+    finally:
+        client._leave()
