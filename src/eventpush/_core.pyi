@@ -131,6 +131,8 @@ class Encoder:
         self,
         events: Union[Sequence[Any], Mapping[str, Sequence[Any]]],
         collection: Optional[str] = None,
+        *,
+        stop_at_error: bool = False,
     ) -> Tuple[List[Batch], List[EventError]]:
         """Encode many events at once, independently of the open batch.
 
@@ -139,7 +141,9 @@ class Encoder:
         ("Events must be a list of dict objects", ``collection`` set). Every good event is encoded even when
         others fail. Returns the sealed batches (split by the limits; tags are the input positions: ``i`` for a list,
         ``(collection, i)`` for a mapping) and one error per bad event, in input order, each with ``.index`` (its
-        position in its list) and ``.collection``.
+        position in its list) and ``.collection``. ``stop_at_error=True`` stops at the first bad event and returns
+        ``([], [its error])``: nothing after it is stamped or encoded (connect-python builds one ``Event`` after
+        another and stops at the first that raises).
         """
 
 def uuid4_str(urandom: Optional[Callable[[int], bytes]] = None) -> str:

@@ -1878,7 +1878,7 @@ cdef class Encoder:
         """Seal and return the open batch, or None when it is empty."""
         return self._open.seal() if self._open.n else None
 
-    def encode_batch(self, events, collection=None):
+    def encode_batch(self, events, collection=None, *, bint stop_at_error=False):
         """Encode many events at once, independently of the open batch (see ``_core.pyi``)."""
         cdef _Acc acc
         cdef list sealed = [], errors = []
@@ -1906,6 +1906,8 @@ cdef class Encoder:
                     data = self._encode_located(event, name, i, False)
                 except EventError as exc:
                     errors.append(exc)
+                    if stop_at_error:
+                        return [], errors
                 else:
                     b = self._add_to(acc, data, name, None, i)
                     if b is not None:

@@ -832,7 +832,8 @@ class Encoder:
         """Seal and return the open batch, or None when it is empty."""
         return self._open.seal() if self._open.n else None
 
-    def encode_batch(self, events: Any, collection: Optional[str] = None) -> Tuple[List[Batch], List[EventError]]:
+    def encode_batch(self, events: Any, collection: Optional[str] = None, *,
+                     stop_at_error: bool = False) -> Tuple[List[Batch], List[EventError]]:
         """Encode many events at once, independently of the open batch (see ``_core.pyi``)."""
         if isinstance(events, Mapping):
             if collection is not None:
@@ -854,6 +855,8 @@ class Encoder:
                     data = self._encode_located(event, name, i, acc)
                 except EventError as exc:
                     errors.append(exc)
+                    if stop_at_error:
+                        return [], errors
                     continue
                 self._add_to(acc, data, name, (name, i) if keyed else i, sealed)
         if acc.n:

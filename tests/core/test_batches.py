@@ -221,6 +221,21 @@ class TestEncodeBatch:
         parsed = json.loads(batch.body())
         assert [e["n"] for e in parsed["a"]] == [0, 2]
 
+    def test_stop_at_error(self, make):
+        """``stop_at_error``: nothing after the first bad event is stamped or encoded (connect-python stops
+        there), in a later collection neither; the good batch path is unchanged."""
+        enc = make(CONNECT)
+        later, other = {"y": 2}, {"z": 3}
+        batches, errors = enc.encode_batch({"a": [{"x": 1}, {"tp_x": 1}, later], "b": [other]}, stop_at_error=True)
+        assert batches == [] and [(type(e), e.index, e.collection) for e in errors] == [(EventValidationError, 1, "a")]
+        assert later == {"y": 2} and other == {"z": 3}
+        first = {"x": 1}
+        batches, errors = enc.encode_batch([first, "nope", {"w": 1}], "c", stop_at_error=True)
+        assert batches == [] and [(e.index, e.collection) for e in errors] == [(1, "c")]
+        assert set(first) == {"x", "id", "timestamp"}  # the events before it were processed (and stamped)
+        batches, errors = enc.encode_batch({"a": [ev(0), ev(1)]}, stop_at_error=True)
+        assert errors == [] and batches[0].tags() == [("a", 0), ("a", 1)]
+
     def test_mapping_split_by_limits(self, make):
         enc = make(CONNECT, max_batch_events=2)
         batches, _ = enc.encode_batch({"a": [ev(0), ev(1), ev(2)], "b": [ev(3)]})
