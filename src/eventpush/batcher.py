@@ -54,9 +54,10 @@ send succeeds. A torn or corrupted spool record is reported through ``on_error(S
 
 Shutdown: ``close(timeout)`` (and the context manager) seals, waits up to ``timeout`` for delivery, then makes
 pending retries give up and spools what is still queued or in flight (an in-flight batch may then arrive twice:
-the ids make that safe). ``atexit=True`` registers ``close(timeout=10.0)`` (a number sets that timeout) so a normal
-interpreter exit without ``flush()`` delivers or spools everything. Fork-safe: a child process starts with its own
-connection pool, threads, empty buffer and zeroed counters; the parent's buffered events stay the parent's.
+the ids make that safe; it counts as spooled, and a result that comes back for it later is not counted again).
+``atexit=True`` registers ``close(timeout=10.0)`` (a number sets that timeout) so a normal interpreter exit without
+``flush()`` delivers or spools everything. Fork-safe: a child process starts with its own connection pool, threads,
+empty buffer and zeroed counters; the parent's buffered events stay the parent's.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ OVERFLOW_POLICIES = ("block", "raise", "spill")
 _COUNTERS = ("pushed", "sent", "delivered", "retried", "failed", "rejected", "spooled", "replayed", "dropped",
              "bytes", "batches", "duplicates", "corrupt")
 ATEXIT_TIMEOUT = 10.0
+_CLOSE_RESERVE = 0.25  # of close(timeout)'s two extra seconds: for closing the spool and the transport
 
 _live: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
 
@@ -229,7 +231,8 @@ class Batcher(_BatcherBase):
         self._buffered = 0
         self._stopping = False
         self._stop_event = threading.Event()
-        self._abandoned: set = set()
+        self._abandoned: set = set()  # ids of in-flight batches that close() spooled: their results are ignored
+        self._spilling = 0  # events being spilled by push() right now (the spool write runs without the lock)
         self._unhealthy = False
         self._replay_wanted = self.spool is not None
         self._replaying = False
@@ -312,6 +315,8 @@ class Batcher(_BatcherBase):
             raise ClosedError("the batcher is closed")
         if self.overflow == "raise":
             raise BufferFullError(f"the buffer holds {self._buffered} events (max_buffered={self.max_buffered})")
+        if self._spilling and self._buffered - self._spilling < self.max_buffered:
+            return  # another pusher is spilling the batches that make the room
         if self.overflow == "spill" and not self._ready and \
                 sum(b.count for b in self._inflight.values()) >= self.max_buffered:
             # every buffered event is on the wire (a slow or hanging endpoint): nothing can be spilled yet. The
@@ -321,29 +326,40 @@ class Batcher(_BatcherBase):
         if self.overflow == "spill":
             spill: List[Any] = []
             n = 0
-            while self._ready and self._buffered - n >= self.max_buffered:
+            while self._ready and self._buffered - self._spilling - n >= self.max_buffered:
                 b = self._ready.popleft()
                 spill.append(b)
                 n += b.count
             if spill:
                 spool = self._open_spool()
-                written = 0
+                # The spool write (an fsync) runs without our lock: workers and other pushers go on meanwhile, and
+                # the spool may report a corrupt or lost record through on_error, which may read ``stats``. The
+                # batches stay counted in ``_buffered`` (flush waits for them) and in ``_ready.starts``.
+                self._spilling += n
+                self._lock.release()
                 try:
-                    spool.append_many(spill)
-                except SpoolError:
+                    spool.append_many(spill)  # all or nothing
+                except BaseException:
+                    self._lock.acquire()
+                    self._spilling -= n
                     self._ready.extendleft(reversed(spill))
+                    self._work.notify(len(spill))
                     raise
+                self._lock.acquire()
+                self._spilling -= n
                 for b in spill:
-                    written += b.count
                     self._ready.starts.pop(id(b), None)
                     self._release(b)
-                self._c["spooled"] += written
-                self._buffered -= written
-                self._left += written
+                self._c["spooled"] += n
+                self._buffered -= n
+                self._left += n
                 self._replay_wanted = True
                 self._replay_cv.notify()
+                self._room.notify_all()
                 self._idle.notify_all()
-                log.info("buffer full: spilled %d events to the spool", written)
+                log.info("buffer full: spilled %d events to the spool", n)
+                if self._closed:  # closed while we wrote: the event being pushed is not taken (as in "block")
+                    raise ClosedError("the batcher was closed while making room")
             return  # spill never waits: what is still buffered is on the wire (the open batch fills up meanwhile)
         deadline = None if self.block_timeout is None else time.monotonic() + self.block_timeout
         while self._buffered >= self.max_buffered:
@@ -411,19 +427,34 @@ class Batcher(_BatcherBase):
             self._deliver(batch, probe)
         except Exception:  # never let a worker die: that would strand events
             log.exception("unexpected error while delivering a batch; spooling it")
-            self._fail(batch, batch.count, None, SpoolError("delivery crashed"))
+            if self._claim(batch):
+                self._fail(batch, batch.count, None, SpoolError("delivery crashed"))
         finally:
             with self._lock:
                 self._inflight.pop(id(batch), None)
-                self._ready.starts.pop(id(batch), None)
-                self._buffered -= batch.count
-                self._left += batch.count
-                self._room.notify_all()
-                if self._buffered == 0:
-                    self._idle.notify_all()
                 abandoned = id(batch) in self._abandoned
+                if abandoned:
+                    self._abandoned.discard(id(batch))  # (close() did the bookkeeping; ids are reused)
+                else:
+                    self._ready.starts.pop(id(batch), None)
+                    self._buffered -= batch.count
+                    self._left += batch.count
+                    self._room.notify_all()
+                    if self._buffered == 0:
+                        self._idle.notify_all()
             if self.on_delivered is None and not abandoned:
                 self._release(batch)  # PERF: lets the encoder reuse the buffer (a result may still need it)
+
+    def _claim(self, batch: Any) -> bool:
+        """The result of ``batch`` is in: take it out of the in-flight set, so that ``close()`` no longer spools
+        it; False when ``close()`` took it first (spooled and counted there: this result must not count too)."""
+        with self._lock:
+            if id(batch) in self._abandoned:
+                log.info("a result came back for %d events that close() had spooled: not counted again",
+                         batch.count)
+                return False
+            self._inflight.pop(id(batch), None)
+            return True
 
     def _deliver(self, batch: Any, probe: bool) -> None:
         n = batch.count
@@ -434,12 +465,16 @@ class Batcher(_BatcherBase):
         try:
             res = self._sender.deliver(batch, retry=Retry.NONE if probe else None)
         except TransportError as exc:
+            if not self._claim(batch):
+                return
             attempts = getattr(exc, "attempts", 1)
             with self._lock:
                 self._c["retried"] += (attempts - 1) * n
                 self._unhealthy = True
             log.warning("delivery of %d events failed: %s", n, exc)
             self._fail(batch, n, None, exc)
+            return
+        if not self._claim(batch):
             return
         self._settle(batch, res, replay=False)
 
@@ -526,10 +561,12 @@ class Batcher(_BatcherBase):
             log.exception("callback %r failed", fn)
 
     def _on_corrupt(self, err: SpoolCorruptError) -> None:
-        try:
-            self._c["corrupt"] += 1  # called with the spool lock held; a dict increment is atomic enough here
-        except AttributeError:  # during construction
-            pass
+        # The spool calls this without its lock held, and the batcher never holds its own lock across a spool call
+        # (see _make_room): taking the lock here cannot deadlock, and neither can an on_error that reads stats.
+        lock = getattr(self, "_lock", None)
+        if lock is not None:  # (None during construction)
+            with lock:
+                self._c["corrupt"] += 1
         if self.on_error is not None:
             self._callback(self.on_error, err, [])
 
@@ -600,29 +637,42 @@ class Batcher(_BatcherBase):
             with self._lock:
                 self._replay_wanted = False
             return False
-        batch = rec.batch
+        done = False  # acked or released
         try:
-            res = self._sender.deliver(batch, resent=True, retry=Retry.NONE if probe else None)
-        except TransportError as exc:
-            rec.release()
+            batch = rec.batch
+            try:
+                res = self._sender.deliver(batch, resent=True, retry=Retry.NONE if probe else None)
+            except TransportError as exc:
+                done = True
+                rec.release()
+                with self._lock:
+                    self._unhealthy = True
+                log.info("spool replay paused: %s", exc)
+                return False
             with self._lock:
-                self._unhealthy = True
-            log.info("spool replay paused: %s", exc)
-            return False
-        with self._lock:
-            self._c["sent"] += batch.count
-            self._c["bytes"] += batch.nbytes
-            self._c["batches"] += 1
-        left = self._settle(batch, res, replay=True)
-        if left and len(left) == batch.count and res.status >= 300:
-            rec.release()  # the endpoint still fails: keep the record as it is
-            with self._lock:
-                self._unhealthy = True
-            return False
-        if left:
-            spool.append(batch.subset(left))  # only the events that may still succeed stay spooled
-        rec.ack()
-        return True
+                self._c["sent"] += batch.count
+                self._c["bytes"] += batch.nbytes
+                self._c["batches"] += 1
+            left = self._settle(batch, res, replay=True)
+            if left and len(left) == batch.count and res.status >= 300:
+                done = True
+                rec.release()  # the endpoint still fails: keep the record as it is
+                with self._lock:
+                    self._unhealthy = True
+                return False
+            if left:
+                spool.append(batch.subset(left))  # only the events that may still succeed stay spooled
+            rec.ack()
+            done = True
+            return True
+        finally:
+            if not done:
+                # anything raised (re-spooling the retryable events failed on a full disk, the ack could not be
+                # stored): the record stays for a later replay; the caller logs the error
+                try:
+                    rec.release()
+                except Exception:
+                    log.exception("cannot release a spool record")
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -658,6 +708,7 @@ class Batcher(_BatcherBase):
         grace second for requests in flight to finish, one for the threads to stop). Idempotent."""
         if self._closed:
             return
+        start = time.monotonic()
         with self._lock:
             self._closed = True
             self._limit = -1  # every push now takes the slow path, which raises ClosedError
@@ -665,8 +716,8 @@ class Batcher(_BatcherBase):
             _atexit.unregister(self._atexit_fn)
             self._atexit_fn = None
         done = self.flush(timeout)
-        if not done:
-            self._spool_leftovers()
+        if not done:  # (only with a timeout)
+            self._spool_leftovers(start + timeout + 1.0)  # type: ignore[operator]
         with self._lock:
             self._stopping = True
             self._stop_event.set()
@@ -674,40 +725,51 @@ class Batcher(_BatcherBase):
             self._replay_cv.notify_all()
             self._room.notify_all()
         # one deadline for all the threads (a worker stuck in a read of a hanging endpoint is a daemon thread:
-        # it is left behind, its batch already spooled): close(timeout) returns within timeout + 2 s
+        # it is left behind, its batch already spooled): close(timeout) returns within timeout + 2 s, counted from
+        # the start of close() (a little of it kept for closing the spool and the transport)
         deadline = time.monotonic() + (1.0 if not done else 5.0)
+        if timeout is not None:
+            deadline = min(deadline, start + timeout + 2.0 - _CLOSE_RESERVE)
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self.spool is not None:
-            self.spool.close()
-        if self._owns_transport:
-            self.transport.close()
-        _live.discard(self)
+        try:
+            if self.spool is not None:
+                self.spool.close()
+        except SpoolError as exc:  # reported (a lost segment goes through on_error); the closing goes on
+            log.error("closing the spool: %s", exc)
+        finally:
+            if self._owns_transport:
+                self.transport.close()
+            _live.discard(self)
 
-    def _spool_leftovers(self) -> None:
-        """Time is up: make pending retries give up, and spool what is queued or still in flight."""
+    def _spool_leftovers(self, grace_until: float) -> None:
+        """Time is up: make pending retries give up, and spool what is queued or still in flight (waiting for the
+        requests in flight until ``grace_until`` at most, and one second at most)."""
         self.transport.interrupt()
         with self._lock:
             self._seal_locked()
             queued = list(self._ready)
             self._ready.clear()
             self._work.notify_all()
-        grace = time.monotonic() + 1.0
+        grace = min(time.monotonic() + 1.0, grace_until)
         with self._lock:
             while self._inflight and time.monotonic() < grace:
                 self._idle.wait(0.05)
+            # The batches still in flight are ours from now on (a worker that gets a result for one later sees it
+            # abandoned and counts nothing, see _claim): each event is counted exactly once, and nothing stays
+            # buffered once close() returns.
             inflight = list(self._inflight.values())
-        queued_ids = {id(b) for b in queued}
+            self._inflight.clear()
+            for batch in queued + inflight:
+                self._ready.starts.pop(id(batch), None)  # spooled below, or reported through on_error
+                self._buffered -= batch.count
+                self._left += batch.count
+            self._abandoned.update(id(b) for b in inflight)
+            self._room.notify_all()
+            if self._buffered == 0:
+                self._idle.notify_all()
         for batch in queued + inflight:
             n = batch.count
-            is_queued = id(batch) in queued_ids
-            with self._lock:
-                self._ready.starts.pop(id(batch), None)  # spooled below, or reported through on_error
-                if is_queued:
-                    self._buffered -= n
-                    self._left += n
-                else:
-                    self._abandoned.add(id(batch))
             if self._spool_dir is None:
                 with self._lock:
                     self._c["failed"] += n
@@ -719,6 +781,8 @@ class Batcher(_BatcherBase):
                 self._open_spool().append(SpooledBatch.from_batch(batch))
             except SpoolError as exc:
                 log.error("cannot spool %d events at close: %s", n, exc)
+                with self._lock:
+                    self._c["failed"] += n
                 if self.on_error is not None:
                     self._callback(self.on_error, exc, [batch.event(i) for i in range(n)])
                 continue

@@ -28,7 +28,16 @@ Record: a 16-byte header ``b"EPS1" | u32 payload length | u32 CRC-32 of the payl
 (u32 offset, u32 length per event) | u32 len + groups and tags as JSON | body``. A record that ends early (a
 process killed while writing) or whose checksums do not match is **never sent**: it is reported as a
 :class:`~eventpush.errors.SpoolCorruptError` through ``on_corrupt`` (and counted in ``corrupt``), and reading
-resumes at the next intact record header (found by its magic and header checksum).
+resumes at the next intact record header (found by its magic and header checksum). Each bad region is
+reported once: when it starts at the acknowledged offset (it always does for a replayer that acknowledges every
+record it is handed), the acknowledged offset moves past it, since there is nothing there to deliver.
+
+A write that fails part-way (a full disk) is cut off again: ``append_many`` either stores all of its batches or,
+raising :class:`~eventpush.errors.SpoolError`, none of them, and a partial record never precedes intact ones. A
+segment that is unlinked while being written (the spool directory removed by a cache cleaner) is detected before
+the next write and at close: its records are copied into a new segment of the recreated directory; if that fails
+they are reported as lost through ``on_corrupt``. ``on_corrupt`` is never called with the spool's lock held (the
+callback may take other locks, e.g. read a batcher's ``stats``).
 
 fsync policy: ``"always"`` fsyncs every record before ``append`` returns, and the directory after files are
 created, renamed or removed; ``"batch"`` (default) fsyncs once per ``append`` / ``append_many`` call and at
@@ -37,6 +46,7 @@ created, renamed or removed; ``"batch"`` (default) fsyncs once per ``append`` / 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -349,8 +359,10 @@ class Record:
         self._end = end
 
     def ack(self) -> None:
-        """Mark this record done: it is never replayed again (durably, per the fsync policy)."""
-        self._spool._ack(self._segment, self._end)
+        """Mark this record done: it is never replayed again (durably, per the fsync policy). Raises
+        :class:`~eventpush.errors.SpoolError` when the acknowledgement cannot be stored (the record then stays
+        outstanding: release it)."""
+        self._spool._ack(self)
 
     def release(self) -> None:
         """Leave this record (and the rest of its segment) for a later replay."""
@@ -358,12 +370,13 @@ class Record:
 
 
 class _Reader:
-    __slots__ = ("path", "fd", "offset", "data")
+    __slots__ = ("path", "fd", "offset", "acked", "data")
 
     def __init__(self, path: str, fd: int, offset: int, data: bytes) -> None:
         self.path = path
         self.fd = fd
-        self.offset = offset
+        self.offset = offset  # where parsing goes on (past a record handed out but not yet acknowledged)
+        self.acked = offset  # the offset stored in <segment>.ack
         self.data = data
 
 
@@ -375,6 +388,30 @@ def _lock_nb(fd: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def _same_file(fd: int, path: str) -> bool:
+    """``path`` still names the file open as ``fd`` (not removed or renamed by another process meanwhile)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (own.st_ino, own.st_dev) == (st.st_ino, st.st_dev)
+
+
+def _pread_all(fd: int, size: int) -> bytes:
+    if not hasattr(os, "pread"):  # pragma: no cover - Windows (where an open file cannot be removed anyway)
+        raise OSError("os.pread is not available")
+    parts: List[bytes] = []
+    pos = 0
+    while pos < size:
+        chunk = os.pread(fd, min(size - pos, 1 << 20), pos)
+        if not chunk:
+            break
+        parts.append(chunk)
+        pos += len(chunk)
+    return b"".join(parts)
 
 
 class Spool:
@@ -402,7 +439,11 @@ class Spool:
         self._wfd: Optional[int] = None
         self._wpath: Optional[str] = None
         self._wsize = 0
+        self._wrecords = self._wevents = 0  # what the segment being written holds (for a report if it is lost)
         self._reader: Optional[_Reader] = None
+        self._outstanding: Optional[Record] = None  # handed out by next_record(), neither acked nor released
+        self._reports: List[str] = []  # corruption found under the lock, reported once it is released
+        self._reported: set = set()  # (segment path, offset) of the bad regions reported already
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as exc:
@@ -421,15 +462,95 @@ class Spool:
             os.close(fd)
 
     def _open_segment(self) -> None:
-        name = f"{time.time_ns():020d}-{os.getpid()}.open"
-        path = os.path.join(self.directory, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
-        _lock_nb(fd)  # marks the segment as ours while this process lives
-        self._wfd, self._wpath, self._wsize = fd, path, 0
-        self._sync_dir()
+        """Create, lock and start writing a new ``.open`` segment. A process starting up adopts every unlocked
+        ``.open`` (see :meth:`_adopt_orphans`), and ours has no lock for a moment after its creation: if an adopter
+        took it in that moment (its lock fails, or the name no longer leads to our file), it is left to the
+        adopter (it is empty) and another one is created. Raises ``OSError``."""
+        for _ in range(100):
+            path = os.path.join(self.directory, f"{time.time_ns():020d}-{os.getpid()}.open")
+            try:
+                # read-write: a segment unlinked under us can still be read back (_check_segment)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:  # the spool directory was removed (a cache cleaner, a tmp reaper)
+                os.makedirs(self.directory, exist_ok=True)
+                continue
+            if _lock_nb(fd) and _same_file(fd, path):  # the lock marks the segment as ours while we live
+                self._wfd, self._wpath, self._wsize = fd, path, 0
+                self._wrecords = self._wevents = 0
+                self._sync_dir()
+                return
+            os.close(fd)
+        raise OSError(f"cannot create a segment that stays ours in {self.directory}")
+
+    def _check_segment(self) -> None:
+        """The segment being written was unlinked (the spool directory removed while we run): what we wrote to it
+        would go with our descriptor. Copy it into a new segment (in the directory, recreated); if that is not
+        possible, report its records as lost. Raises ``OSError`` when no new segment can be written."""
+        if self._wfd is None or os.fstat(self._wfd).st_nlink:
+            return
+        fd, path, size = self._wfd, self._wpath, self._wsize
+        records, events = self._wrecords, self._wevents
+        self._wfd = self._wpath = None
+        self._wsize = self._wrecords = self._wevents = 0
+        try:
+            data = _pread_all(fd, size)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        name = os.path.basename(path or "")
+        lost = (f"spool {name}: the segment being written was removed ({records} record(s), {events} event(s) "
+                f"written to it are lost)")
+        if not size:
+            return
+        if len(data) != size:
+            self._report(lost)
+            return
+        try:
+            self._open_segment()
+            self._write_all(data)
+            if self.fsync != "never":
+                os.fsync(self._wfd)  # type: ignore[arg-type]
+        except OSError:
+            if self._wfd is not None:
+                self._cut_back(0)
+            self._report(lost)
+            raise
+        self._wsize, self._wrecords, self._wevents = size, records, events
+        log.warning("spool segment %s was removed while being written: its %d record(s) were written again to %s",
+                    name, records, os.path.basename(self._wpath or ""))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._wfd, view)  # type: ignore[arg-type]
+            view = view[n:]
+
+    def _cut_back(self, size: int) -> None:
+        """A write failed part-way: truncate the segment to ``size`` (its last good size), so that a partial
+        record never precedes the records written after it. If even that fails, seal the segment (its torn tail is
+        reported once when it is read) or, failing that too, let it go: an unlocked ``.open`` is adopted at the
+        next start."""
+        try:
+            os.ftruncate(self._wfd, size)  # type: ignore[arg-type]
+            self._wsize = size
+            return
+        except OSError as exc:
+            log.error("cannot cut a failed write off the spool segment %s: %s", self._wpath, exc)
+        self._wsize = max(self._wsize, 1)  # keep what is there for the reader to sort out
+        try:
+            self._close_segment()
+        except OSError:
+            pass
 
     def _close_segment(self) -> None:
+        """Seal the segment being written (``.open`` → ``.seg``; an empty one is removed). Raises ``OSError``."""
         if self._wfd is None:
+            return
+        self._check_segment()
+        if self._wfd is None:  # it was removed and nothing could be saved (reported)
             return
         fd, path = self._wfd, self._wpath
         self._wfd = self._wpath = None
@@ -449,42 +570,65 @@ class Spool:
         return self.append_many([batch])
 
     def append_many(self, batches: Iterable[Any]) -> int:
-        """Store several batches (one fsync for all under ``fsync="batch"``); returns the bytes written."""
+        """Store several batches (one fsync for all under ``fsync="batch"``); returns the bytes written. All or
+        nothing: on :class:`~eventpush.errors.SpoolError` none of them is stored (a failed write is cut off again),
+        so the caller may report or retry every one. The records of one call go into one segment (a call may
+        make it exceed ``segment_bytes``)."""
+        batches = list(batches)
         records = [encode_record(b) for b in batches]
-        written = 0
-        with self._lock:
-            if self._closed:
-                raise SpoolError("the spool is closed")
-            try:
-                for rec in records:
-                    if self._wfd is None or (self._wsize and self._wsize + len(rec) > self.segment_bytes):
+        total = sum(len(rec) for rec in records)
+        try:
+            with self._lock:
+                if self._closed:
+                    raise SpoolError("the spool is closed")
+                if not records:
+                    return 0
+                try:
+                    self._check_segment()
+                    if self._wfd is None or (self._wsize and self._wsize + total > self.segment_bytes):
                         self._close_segment()
                         self._open_segment()
-                    view = memoryview(rec)
-                    while view:
-                        n = os.write(self._wfd, view)  # type: ignore[arg-type]
-                        view = view[n:]
-                    self._wsize += len(rec)
-                    written += len(rec)
-                    if self.fsync == "always":
+                except OSError as exc:
+                    raise SpoolError(f"cannot write to the spool {self.directory}: {exc}") from exc
+                good = self._wsize
+                try:
+                    for rec in records:
+                        self._write_all(rec)
+                        self._wsize += len(rec)
+                        if self.fsync == "always":
+                            os.fsync(self._wfd)  # type: ignore[arg-type]
+                    if self.fsync == "batch":
                         os.fsync(self._wfd)  # type: ignore[arg-type]
-                if self.fsync == "batch" and self._wfd is not None:
-                    os.fsync(self._wfd)
-            except OSError as exc:
-                raise SpoolError(f"cannot write to the spool {self.directory}: {exc}") from exc
-        return written
+                except OSError as exc:
+                    self._cut_back(good)
+                    raise SpoolError(f"cannot write to the spool {self.directory}: {exc}") from exc
+                self._wrecords += len(records)
+                self._wevents += sum(b.count for b in batches)
+                return total
+        finally:
+            self._deliver_reports()
 
     def sync(self) -> None:
-        """fsync the segment being written (unless ``fsync="never"``)."""
+        """fsync the segment being written (unless ``fsync="never"``). Raises
+        :class:`~eventpush.errors.SpoolError`."""
         with self._lock:
             if self._wfd is not None and self.fsync != "never":
-                os.fsync(self._wfd)
+                try:
+                    os.fsync(self._wfd)
+                except OSError as exc:
+                    raise SpoolError(f"cannot sync the spool {self.directory}: {exc}") from exc
 
     # -- reading ----------------------------------------------------------------------------------------------
 
     def _adopt_orphans(self) -> None:
-        """Rename the ``.open`` segments of dead writers to ``.seg`` so they can be replayed."""
-        for name in sorted(os.listdir(self.directory)):
+        """Rename the ``.open`` segments of dead writers to ``.seg`` so they can be replayed. Other processes work
+        in the directory meanwhile: a segment that its writer sealed, or another adopter took, between our
+        ``listdir`` and our lock is left alone."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for name in names:
             if not name.endswith(".open"):
                 continue
             path = os.path.join(self.directory, name)
@@ -497,26 +641,46 @@ class Spool:
             try:
                 if not _lock_nb(fd):
                     continue  # a live process is still writing it
-                if os.fstat(fd).st_size == 0:
-                    os.unlink(path)
-                else:
-                    os.rename(path, path[: -len(".open")] + ".seg")
+                if not _same_file(fd, path):
+                    continue  # sealed by its writer, or taken by another adopter, before we got the lock
+                try:
+                    if os.fstat(fd).st_size == 0:
+                        os.unlink(path)
+                    else:
+                        os.rename(path, path[: -len(".open")] + ".seg")
+                except FileNotFoundError:
+                    continue
                 log.info("adopted the spool segment %s of a process that ended", name)
             finally:
                 os.close(fd)
 
     def _segments(self) -> List[str]:
-        return sorted(n for n in os.listdir(self.directory) if n.endswith(".seg"))
+        try:
+            return sorted(n for n in os.listdir(self.directory) if n.endswith(".seg"))
+        except (FileNotFoundError, NotADirectoryError):  # the directory was removed: nothing to replay here
+            # (it is recreated on the next write)
+            return []
 
     def _report(self, message: str) -> None:
+        """Count a torn / corrupted / lost record and queue its report: ``on_corrupt`` runs in
+        :meth:`_deliver_reports`, once the lock is released (the callback may take other locks)."""
         self.corrupt += 1
-        err = SpoolCorruptError(message)
         log.error("%s", message)
-        if self.on_corrupt is not None:
-            try:
-                self.on_corrupt(err)
-            except Exception:  # a failing callback must not stop the replay
-                log.exception("on_corrupt callback failed")
+        self._reports.append(message)
+
+    def _deliver_reports(self) -> None:
+        """Call ``on_corrupt`` for the reports queued so far. Called by the public methods after releasing the
+        lock, never with it held."""
+        if not self._reports:
+            return
+        with self._lock:
+            reports, self._reports = self._reports, []
+        for message in reports:
+            if self.on_corrupt is not None:
+                try:
+                    self.on_corrupt(SpoolCorruptError(message))
+                except Exception:  # a failing callback must not stop the replay
+                    log.exception("on_corrupt callback failed")
 
     def _read_ack(self, path: str) -> int:
         try:
@@ -551,36 +715,69 @@ class Spool:
                 pass
         self._sync_dir()
         os.close(r.fd)
+        self._reported = {k for k in self._reported if k[0] != r.path}
         if self._reader is r:
             self._reader = None
+            self._outstanding = None
 
     def _release_reader(self) -> None:
         with self._lock:
             if self._reader is not None:
                 os.close(self._reader.fd)
                 self._reader = None
+            self._outstanding = None
 
     def next_record(self) -> Optional[Record]:
         """The oldest record not yet acknowledged, or ``None`` when the spool is empty. Records written by this
         process so far become readable (its open segment is rotated first). Corrupt records are reported and
-        skipped, never returned."""
-        with self._lock:
-            if self._closed:
-                raise SpoolError("the spool is closed")
-            while True:
-                if self._reader is None:
-                    r = self._open_reader()
-                    if r is None and self._wfd is not None and self._wsize:
-                        self._close_segment()  # make our own records replayable
-                        r = self._open_reader()
-                    if r is None:
-                        return None
-                    self._reader = r
+        skipped, never returned. A record handed out earlier and neither acknowledged nor released is handed out
+        again (reading rewinds to the last acknowledged offset): a record is never skipped unacknowledged."""
+        try:
+            with self._lock:
+                if self._closed:
+                    raise SpoolError("the spool is closed")
                 r = self._reader
-                rec = self._parse_at(r)
-                if rec is not None:
-                    return rec
-                self._finish_reader(r)
+                if r is not None and self._outstanding is not None:
+                    log.warning("spool %s: a record at offset %d was neither acknowledged nor released: "
+                                "replaying it again", os.path.basename(r.path), r.acked)
+                    r.offset = r.acked
+                    self._outstanding = None
+                while True:
+                    if self._reader is None:
+                        r = self._open_reader()
+                        if r is None and self._wfd is not None and self._wsize:
+                            try:
+                                self._close_segment()  # make our own records replayable
+                            except OSError as exc:
+                                raise SpoolError(f"cannot seal a segment of the spool {self.directory}: {exc}") from exc
+                            r = self._open_reader()
+                        if r is None:
+                            return None
+                        self._reader = r
+                    r = self._reader
+                    rec = self._parse_at(r)
+                    if rec is not None:
+                        self._outstanding = rec
+                        return rec
+                    self._finish_reader(r)
+        finally:
+            self._deliver_reports()
+
+    def _bad_region(self, r: _Reader, pos: int, nxt: int, message: str) -> None:
+        """Report the bad bytes ``[pos, nxt)`` of the segment being read (once) and move past them. When they start
+        at the acknowledged offset, the acknowledgement moves past them too (durably): nothing there can ever be
+        delivered, and a later read (after a release, or a restart) must not report them again."""
+        key = (r.path, pos)
+        if key not in self._reported:
+            self._reported.add(key)
+            self._report(message)
+        r.offset = nxt
+        if pos == r.acked and nxt < len(r.data):  # (at the end, the whole segment is finished instead)
+            try:
+                self._write_ack(r.path, nxt)
+                r.acked = nxt
+            except OSError as exc:
+                log.warning("cannot store the spool offset past a bad region of %s: %s", r.path, exc)
 
     def _parse_at(self, r: _Reader) -> Optional[Record]:
         data = r.data
@@ -588,33 +785,32 @@ class Spool:
         while r.offset < len(data):
             pos = r.offset
             if len(data) - pos < _HEAD.size:
-                self._report(f"spool {name}: torn record at offset {pos} ({len(data) - pos} bytes of a header)")
-                r.offset = len(data)
+                self._bad_region(r, pos, len(data),
+                                 f"spool {name}: torn record at offset {pos} ({len(data) - pos} bytes of a header)")
                 break
             magic, plen, pcrc, hcrc = _HEAD.unpack_from(data, pos)
             if magic != MAGIC or zlib.crc32(data[pos:pos + 12]) != hcrc or plen > _MAX_PAYLOAD:
                 nxt = self._resync(data, pos + 1)
-                self._report(f"spool {name}: corrupted record header at offset {pos} "
-                             f"({nxt - pos} bytes skipped)")
-                r.offset = nxt
+                self._bad_region(r, pos, nxt, f"spool {name}: corrupted record header at offset {pos} "
+                                              f"({nxt - pos} bytes skipped)")
                 continue
             end = pos + _HEAD.size + plen
             if end > len(data):
-                self._report(f"spool {name}: torn record at offset {pos} "
-                             f"({len(data) - pos - _HEAD.size} of {plen} payload bytes)")
-                r.offset = len(data)
-                break
+                # a record cut short; when intact records follow (a write that failed part-way, by an older
+                # version, or a copy), reading goes on at the next one
+                nxt = self._resync(data, pos + 1)
+                self._bad_region(r, pos, nxt, f"spool {name}: torn record at offset {pos} "
+                                              f"({nxt - pos - _HEAD.size} of {plen} payload bytes)")
+                continue
             payload = data[pos + _HEAD.size:end]
             if zlib.crc32(payload) != pcrc:
                 nxt = self._resync(data, pos + 1)
-                self._report(f"spool {name}: corrupted record at offset {pos} (checksum mismatch)")
-                r.offset = nxt
+                self._bad_region(r, pos, nxt, f"spool {name}: corrupted record at offset {pos} (checksum mismatch)")
                 continue
             try:
                 batch = decode_payload(payload, self._dialects)
             except (SpoolCorruptError, ValueError, KeyError, TypeError, struct.error, orjson.JSONDecodeError) as exc:
-                self._report(f"spool {name}: unreadable record at offset {pos}: {exc}")
-                r.offset = end
+                self._bad_region(r, pos, end, f"spool {name}: unreadable record at offset {pos}: {exc}")
                 continue
             r.offset = end  # provisional: acked durably by Record.ack()
             return Record(self, r, end, batch)
@@ -631,16 +827,30 @@ class Spool:
                 return pos
             pos += 1
 
-    def _ack(self, r: _Reader, end: int) -> None:
+    def _write_ack(self, path: str, end: int) -> None:
+        tmp = path + ".ack.tmp"
+        with open(tmp, "wb") as f:
+            f.write(str(end).encode())
+            if self.fsync != "never":
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path + ".ack")
+
+    def _ack(self, rec: Record) -> None:
+        r, end = rec._segment, rec._end
         with self._lock:
-            tmp = r.path + ".ack.tmp"
-            with open(tmp, "wb") as f:
-                f.write(str(end).encode())
-                if self.fsync != "never":
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, r.path + ".ack")
-            if end >= len(r.data) and self._reader is r:
+            current = self._reader is r
+            # (a record of a reader released meanwhile: its segment may be read again, or finished, by now)
+            floor = r.acked if current else self._read_ack(r.path)
+            if end > floor and (current or os.path.exists(r.path)):  # never move an acknowledgement back
+                try:
+                    self._write_ack(r.path, end)
+                except OSError as exc:
+                    raise SpoolError(f"cannot store the spool offset of {r.path}: {exc}") from exc
+            r.acked = max(r.acked, end)
+            if self._outstanding is rec:
+                self._outstanding = None
+            if current and end >= len(r.data):
                 self._finish_reader(r)
 
     def pending(self) -> Tuple[int, int]:
@@ -648,7 +858,10 @@ class Spool:
         records are not counted)."""
         records = events = 0
         with self._lock:
-            names = sorted(n for n in os.listdir(self.directory) if n.endswith((".seg", ".open")))
+            try:
+                names = sorted(n for n in os.listdir(self.directory) if n.endswith((".seg", ".open")))
+            except (FileNotFoundError, NotADirectoryError):  # removed: what it held is gone (see _check_segment)
+                names = []
             for name in names:
                 path = os.path.join(self.directory, name)
                 try:
@@ -661,12 +874,13 @@ class Spool:
                     pos = max(pos, self._reader.offset)
                 while len(data) - pos >= _HEAD.size:
                     magic, plen, pcrc, hcrc = _HEAD.unpack_from(data, pos)
-                    if magic != MAGIC or zlib.crc32(data[pos:pos + 12]) != hcrc:
+                    if magic != MAGIC or zlib.crc32(data[pos:pos + 12]) != hcrc or plen > _MAX_PAYLOAD:
                         pos = self._resync(data, pos + 1)
                         continue
                     end = pos + _HEAD.size + plen
-                    if end > len(data):
-                        break
+                    if end > len(data):  # torn: intact records may follow (as the reader does)
+                        pos = self._resync(data, pos + 1)
+                        continue
                     payload = data[pos + _HEAD.size:end]
                     if zlib.crc32(payload) == pcrc:
                         records += 1
@@ -675,13 +889,28 @@ class Spool:
         return records, events
 
     def close(self) -> None:
-        """Seal the segment being written (it becomes replayable) and release every lock."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._release_reader()
-            self._close_segment()
+        """Seal the segment being written (it becomes replayable) and release every lock. Raises
+        :class:`~eventpush.errors.SpoolError` if the segment cannot be sealed (the spool is closed all the
+        same)."""
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                self._closed = True
+                self._release_reader()
+                try:
+                    self._close_segment()
+                except OSError as exc:
+                    if self._wfd is not None:  # (a new segment that could not be filled: empty, cut back)
+                        fd, path = self._wfd, self._wpath
+                        self._wfd = self._wpath = None
+                        with contextlib.suppress(OSError):
+                            if not self._wsize:
+                                os.unlink(path)  # type: ignore[arg-type]
+                        os.close(fd)
+                    raise SpoolError(f"cannot seal the spool segment in {self.directory}: {exc}") from exc
+        finally:
+            self._deliver_reports()
 
     def _after_fork_in_child(self) -> None:
         # The parent's descriptors stay the parent's: closing our copies keeps its locks (flock is per open
@@ -694,8 +923,11 @@ class Spool:
                     pass
         self._lock = threading.RLock()
         self._wfd = self._wpath = None
-        self._wsize = 0
+        self._wsize = self._wrecords = self._wevents = 0
         self._reader = None
+        self._outstanding = None
+        self._reports = []
+        self._reported = set()
 
     def __enter__(self) -> "Spool":
         return self
