@@ -176,7 +176,10 @@ def map_reply_lazy(
             ok = True
             for coll, start, stop in batch.groups():
                 items = doc.get(coll)
-                if not isinstance(items, list) or len(items) != stop - start or items.count(_OK_ITEM) != len(items):
+                # (count() compares with ==, for which {"success": 1} is {"success": true}: the slow path reads
+                # only true as success, and so does this)
+                if not isinstance(items, list) or len(items) != stop - start or items.count(_OK_ITEM) != len(items) \
+                        or not all(item["success"] is True for item in items):
                     ok = False
                     break
             if ok and len(doc) == len(batch.groups()):

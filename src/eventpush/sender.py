@@ -275,7 +275,13 @@ class Sender:
             self._start()
         self._slots.acquire()  # backpressure: at most max_in_flight queued or running
         fut: "Future[Any]" = Future()
-        self._queue.put((fut, fn, args, kwargs))
+        with self._lock:
+            # close() may have begun while we waited for a slot: after it, nothing may queue behind the workers'
+            # stop markers (no worker would ever run it, and its Future would never resolve)
+            if self._closed:
+                self._slots.release()
+                raise ClosedError("the sender is closed")
+            self._queue.put((fut, fn, args, kwargs))
         return fut
 
     def send(self, batch: Any, *, resent: bool = False) -> "Future[BatchResult]":

@@ -31,8 +31,10 @@ system store is used unless ``verify`` is a CA bundle path).
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
@@ -109,7 +111,9 @@ class Timeout(_Frozen):
 class Retry(_Frozen):
     """Retry policy: at most ``attempts`` attempts in all (1 = no retry), exponential backoff from ``backoff``
     seconds doubling up to ``backoff_max`` with full jitter, and at most ``total`` seconds from the first attempt
-    (``None``: no time cap)."""
+    (``None``: no time cap; a retry gets only what is left of it as its timeouts). A server's ``Retry-After``
+    (seconds or an HTTP-date, always GMT) wins over the backoff; one that would end past ``total`` (or, without a
+    cap, ~12 days away) ends the retries with that response, and one that is no finite number is ignored."""
 
     __slots__ = ("attempts", "backoff", "backoff_max", "total")
     attempts: int
@@ -188,20 +192,33 @@ class Response:
 
 
 def _parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a ``Retry-After`` value (delay-seconds or an HTTP-date); ``None`` when unreadable."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # ("inf", "1e400", "nan": unreadable)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    if when.tzinfo is None:  # the asctime form (and "-0000") carry no zone: an HTTP-date is always GMT
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    try:
+        return max(0.0, when.timestamp() - time.time())
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+#: A Retry-After longer than this (about 12 days) is not waited for, even without a time cap: the request gives up
+#: with the last response (Event.wait cannot wait much longer than threading.TIMEOUT_MAX anyway).
+_LONGEST_WAIT = 1e6
 
 
 def _is_retryable_status(status: int) -> bool:
@@ -327,10 +344,17 @@ class Transport:
             attempt += 1
             error: Optional[TransportError] = None
             retry_after: Optional[float] = None
+            timeout: Any = urllib3.util.Timeout.DEFAULT_TIMEOUT  # the pool's
+            if deadline is not None and attempt > 1:
+                # a retry must not run past the total time either (the first attempt has the whole of it)
+                left = max(0.001, deadline - time.monotonic())
+                connect, read = self.timeout.connect, self.timeout.read
+                timeout = urllib3.Timeout(connect=left if connect is None else min(connect, left),
+                                          read=left if read is None else min(read, left))
             try:
                 r = self._pool.urlopen(
                     "POST", url, body=payload, headers=headers, retries=False, redirect=False,
-                    preload_content=True, assert_same_host=False,
+                    preload_content=True, assert_same_host=False, timeout=timeout,
                 )
             except u3exc.NewConnectionError as exc:  # before ConnectTimeoutError: it subclasses it in urllib3 2
                 error = ConnectError(f"cannot connect: {exc}", method="POST", url=self._origin + url)
@@ -356,7 +380,7 @@ class Transport:
                     error.attempts = attempt  # type: ignore[attr-defined]
                     raise error
             delay = policy.delay(attempt, retry_after)
-            if deadline is not None and time.monotonic() + delay > deadline:
+            if (deadline is not None and time.monotonic() + delay > deadline) or delay > _LONGEST_WAIT:
                 give_up = True
             else:
                 give_up = self._interrupt.wait(delay) if delay > 0 else self._interrupt.is_set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -12,7 +13,8 @@ from eventpush import BARCHART, CONNECT, NDJSON
 from eventpush.errors import ClosedError, ConnectError
 from eventpush.replies import RETRY_ITEM_MESSAGE, map_reply
 from eventpush.sender import BatchResult, Sender
-from eventpush.transport import Transport
+from eventpush.replies import map_reply_lazy
+from eventpush.transport import Retry, Transport
 
 from dl_helpers import FAST_RETRY, free_port_local
 
@@ -210,3 +212,44 @@ def test_gzip_only_where_the_dialect_allows_it(make_server):
     assert first["headers"]["content-encoding"] == "gzip" and first["headers"]["content-type"] == "application/x-ndjson"
     assert "content-encoding" not in second["headers"]
     assert s.unique == 50 and c.unique == 3
+
+
+def test_a_send_waiting_for_a_slot_when_close_begins_raises_closed_error(make_server):
+    """Every Future resolves: a send() blocked by backpressure while close() runs is refused, not queued behind
+    the workers' stop markers (where no worker would ever run it)."""
+    import threading
+
+    s = make_server("collections", slow_rate=1.0, slow_delay=0.5)
+    t = Transport(s.url, retry=Retry.NONE)
+    sender = Sender(t, CONNECT, concurrency=1, max_in_flight=1)
+    try:
+        first = sender.send(connect_batch(1, ("c",)))  # takes the only slot for 0.5 s
+        out = {}
+
+        def second():
+            try:
+                out["future"] = sender.send(connect_batch(1, ("c",), start=1))
+            except ClosedError as exc:
+                out["error"] = exc
+
+        th = threading.Thread(target=second)
+        th.start()
+        time.sleep(0.1)  # the second send waits for the slot
+        sender.close()
+        th.join(10)
+        assert first.result(10).delivered == 1
+        assert "error" in out or out["future"].result(10) is not None
+    finally:
+        t.close()
+
+
+def test_a_success_that_is_not_true_reads_the_same_on_every_path():
+    """{"success": 1} equals {"success": true} for Python's ==: the all-success shortcut must not read it as
+    success when the per-event mapping (retries) does not."""
+    b = connect_batch(2, ("a",))
+    body = b'{"a":[{"success":1},{"success":1.0}]}'
+    results, _doc, uniform = map_reply_lazy(CONNECT, b, 200, body)
+    assert uniform is None
+    assert [r.ok for r in results] == [r.ok for r in map_reply(CONNECT, b, 200, body)[0]] == [False, False]
+    ok = b'{"a":[{"success":true}, {"success":true}]}'  # (not the compact bytes: the parsed shortcut)
+    assert map_reply_lazy(CONNECT, b, 200, ok)[2] == {"ok": True, "status": 200}

@@ -153,3 +153,89 @@ def test_closed_transport_refuses_posts(server):
 def test_rejects_non_http_urls():
     with pytest.raises(ValueError):
         Transport("ftp://example.invalid")
+
+
+class _Replies:
+    """A raw HTTP/1.1 endpoint on 127.0.0.1 answering the i-th POST with ``replies[i]`` (the last one repeats):
+    exact status lines and headers (``Retry-After`` values the fault server would not send)."""
+
+    def __init__(self, *replies):
+        import http.server
+        import threading
+
+        self.replies = list(replies)
+        self.count = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                status, headers = outer.replies[min(outer.count, len(outer.replies) - 1)]
+                outer.count += 1
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_retry_after_values_that_cannot_be_waited_for():
+    """A Retry-After of ~3,000 years (seconds, or an HTTP-date) gives up with that response instead of sleeping
+    (or raising OverflowError, without a time cap); one that is not a finite number is ignored (backoff)."""
+    for value, status, attempts in (("99999999999", 503, 1), ("Fri, 31 Dec 9999 23:59:59 GMT", 503, 1),
+                                    ("inf", 200, 2), ("1e400", 200, 2), ("nan", 200, 2)):
+        s = _Replies((503, [("Retry-After", value)]), (200, []))
+        try:
+            with Transport(s.url, retry=Retry(attempts=3, backoff=0.01, backoff_max=0.02, total=None)) as t:
+                r = t.post("/events", BODY)
+            assert (r.status, r.attempts) == (status, attempts), value
+        finally:
+            s.stop()
+
+
+def test_retry_after_http_dates_are_gmt_in_every_form(monkeypatch):
+    from email.utils import formatdate
+
+    from eventpush.transport import _parse_retry_after
+
+    if not hasattr(time, "tzset"):
+        pytest.skip("needs time.tzset")
+    try:
+        for tz in ("America/New_York", "Asia/Tokyo", "UTC"):
+            monkeypatch.setenv("TZ", tz)
+            time.tzset()
+            when = time.time() + 100
+            g = time.gmtime(when)
+            for value in (formatdate(when, usegmt=True), time.strftime("%A, %d-%b-%y %H:%M:%S GMT", g),
+                          time.strftime("%a %b %d %H:%M:%S %Y", g)):  # IMF-fixdate, RFC 850, asctime
+                assert 90 < _parse_retry_after(value) <= 100, (tz, value)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_total_time_cap_bounds_the_attempt_in_flight(make_server):
+    """A retry started before the deadline gets only what is left of ``total`` as its timeouts."""
+    s = make_server("collections", slow_rate=1.0, slow_delay=20.0)
+    with Transport(s.url, timeout=Timeout(connect=1.0, read=3.0),
+                   retry=Retry(attempts=10, backoff=0.01, backoff_max=0.01, total=3.2)) as t:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError) as info:
+            t.post("/events", BODY)
+    assert info.value.attempts == 2
+    assert time.monotonic() - t0 < 5.0  # the second attempt had 0.2 s left, not another 3 s read timeout
