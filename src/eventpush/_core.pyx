@@ -1750,8 +1750,8 @@ cdef class Encoder:
             return False
         if PyLong_CheckExact(<object>v):
             ts = PyLong_AsLongLongAndOverflow(<object>v, &overflow)
-            if overflow:
-                return False
+            if overflow or ts > 8640000000000000LL or ts < -8640000000000000LL:
+                return False  # outside JavaScript's Date range: the twin's path refuses it
         elif PyDateTime_CheckExact(<object>v) and (<object>v).tzinfo is None:
             item = <object>v
             ts = (_days_from_civil(item.year, item.month, item.day) * 86400000LL

@@ -45,6 +45,8 @@ MSG_TIMESTAMP = "timestamp property must be a datetime"
 MSG_RB_TP = "The following properties use the reserved prefix tp_:"
 MSG_BC = "An attempt to serialize data into client failed, the data structure is invalid."
 MSG_BC_FIELD = 'The "{}" field cannot be interpreted.'
+#: A Barchart timestamp is milliseconds since the epoch within JavaScript's Date range (what the server accepts).
+BC_TIMESTAMP_LIMIT = 8_640_000_000_000_000
 MSG_COLLECTION = "Collection name must be a str"
 MSG_NAN = "NaN and Infinity cannot be serialized to JSON"
 MSG_BIG_INT = "Integer exceeds 64-bit range"  # orjson's words
@@ -464,7 +466,10 @@ def _prepare_barchart(event: Any, codes: Mapping[str, frozenset]) -> bytes:
             errors["version"] = MSG_BC_FIELD.format("version")
     ts = event.get("timestamp")
     if isinstance(ts, int) and not isinstance(ts, bool):
-        out["timestamp"] = int(ts)
+        if -BC_TIMESTAMP_LIMIT <= ts <= BC_TIMESTAMP_LIMIT:
+            out["timestamp"] = int(ts)
+        else:  # (time.time_ns() where milliseconds were meant: the server refuses it, and its whole batch)
+            errors["timestamp"] = MSG_BC_FIELD.format("timestamp")
     elif isinstance(ts, datetime):
         out["timestamp"] = _epoch_ms(ts)
     else:
