@@ -360,3 +360,64 @@ def test_test_backend_serves_a_dispatcher(serve):
     srv = serve(Dispatcher(backend=b, timeout=0.3, publish=True))
     requests.post(srv.url + "/t", data=b"queued first")  # the test backend keeps messages without a subscriber
     assert poll(srv.url + "/t").content == b"queued first"
+
+
+def test_sse_event_not_written_because_the_client_left_is_requeued():
+    """A send blocked by a slow SSE reader returns without writing (and without an error) when the client goes
+    away meanwhile, as uvicorn's does: that message must go back to the head of the queue, not be acked."""
+
+    async def main():
+        b = EmbeddedBackend()
+        app = Dispatcher(backend=b, timeout=1, keepalive=30)
+        sub = await b.subscribe("x", "/h")
+        await sub.cancel()
+        b.publish_many([b"first", b"second"], "/h")
+        gone = asyncio.Event()
+        scope = {"type": "http", "method": "GET", "path": "/h", "root_path": "", "query_string": b"",
+                 "headers": [(b"consumer-id", b"x"), (b"accept", b"text/event-stream")]}
+        requests_ = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            if requests_:
+                return requests_.pop()
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        written = []
+
+        async def send(message):
+            body = message.get("body", b"")
+            if body.startswith(b"data:"):
+                gone.set()  # the reader left while this send waited: uvicorn returns without writing
+                await asyncio.sleep(0)
+                return
+            written.append(body)
+
+        await asyncio.wait_for(app(scope, receive, send), 5)
+        assert b.queue_length("x@/h") == 2  # "first" went back to the head, "second" was never taken
+        sent = []
+
+        async def good_send(message):
+            sent.append(message)
+
+        poll_scope = dict(scope, headers=[(b"consumer-id", b"x")])
+        requests_.append({"type": "http.request", "body": b"", "more_body": False})
+        gone.clear()
+        await asyncio.wait_for(app(poll_scope, receive, good_send), 5)
+        assert sent[1]["body"] == b"first"
+
+    asyncio.run(main())
+
+
+def test_head_takes_no_message(serve):
+    """A HEAD response has no body: it must not consume (and ack) the consumer's next message."""
+    b = EmbeddedBackend()
+    srv = serve(Dispatcher(backend=b, timeout=0.3, publish=True))
+    h = {"Consumer-Id": "hx"}
+    assert poll(srv.url + "/h", headers=h).status_code == 204  # creates the queue
+    for m in (b"m1", b"m2"):
+        assert requests.post(srv.url + "/h", data=m, timeout=10).status_code == 204
+    r = requests.head(srv.url + "/h", headers=h, timeout=10)
+    assert r.status_code == 204 and r.content == b""
+    got = [poll(srv.url + "/h", headers=h) for _ in range(3)]
+    assert [(g.status_code, g.content) for g in got] == [(200, b"m1"), (200, b"m2"), (204, b"")]

@@ -316,6 +316,11 @@ class Dispatcher:
                 n = await self._publish(scope, body, channel)
                 await _respond(send, 204, cors + [(b"x-push-published", str(n).encode())])
                 return
+            if method == "HEAD":
+                # a HEAD response has no body: taking a message for it would consume it unseen (a link checker,
+                # `curl -I`, a prefetching proxy); answer as a poll that found nothing
+                await _respond(send, 204, cors)
+                return
             if not self._started:
                 await self.startup()
             accept = (_header(scope, b"accept") or "").lower()
@@ -439,6 +444,13 @@ class Dispatcher:
                     delivery = None
                     return
                 await send({"type": "http.response.body", "body": event.encode("utf-8"), "more_body": True})
+                # A send blocked by a slow reader returns, without writing and without an error, when the client
+                # goes away meanwhile (uvicorn): look at the connection before acking what may not be written.
+                await asyncio.sleep(0)
+                if disc.done():
+                    await delivery.reject(requeue=True)  # (written after all: a rare duplicate, spec §3.1)
+                    delivery = None
+                    return
                 await delivery.ack()
                 delivery = None
         except OSError:
