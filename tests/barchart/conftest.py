@@ -113,11 +113,12 @@ def hub_factory(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
 class FaultProxy:
     """A threaded HTTP/1.1 proxy to ``upstream_port``. ``plan(n)`` is asked for the n-th request (0-based) and
     returns ``None`` (forward) or a fault: ``"503"`` (Retry-After: 0), ``"429"``, ``"500json"`` (the spec's
-    ServerError body, ``application/json``), ``"500text"`` (text/plain), ``"400json"``, ``"drop"`` (close the
-    connection without a reply), or ``"slow"`` (forward after ``slow_delay`` seconds: not a failure). Faults
-    happen before forwarding."""
+    ServerError body, ``application/json``), ``"500text"`` (text/plain), ``"400json"``, ``"400text"`` (text/plain),
+    ``"drop"`` (close the connection without a reply), or ``"slow"`` (forward after ``slow_delay`` seconds: not a
+    failure). Faults happen before forwarding. ``host="::1"`` listens on the IPv6 loopback instead."""
 
-    def __init__(self, upstream_port: int, plan: Optional[Callable[[int], Optional[str]]] = None) -> None:
+    def __init__(self, upstream_port: int, plan: Optional[Callable[[int], Optional[str]]] = None,
+                 host: str = "127.0.0.1") -> None:
         self.upstream_port = upstream_port
         self.plan = plan or (lambda n: None)
         self.lock = threading.Lock()
@@ -206,6 +207,7 @@ class FaultProxy:
                     "500json": (500, "application/json", orjson.dumps(SERVER_ERROR_BODY), {}),
                     "500text": (500, "text/plain", b"internal error", {}),
                     "400json": (400, "application/json", orjson.dumps({"message": "bad"}), {}),
+                    "400text": (400, "text/plain", b"bad request", {}),
                 }[fault]
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -215,10 +217,17 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_cls = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 literal (``host="::1"``)
+
+            class server_cls(ThreadingHTTPServer):  # type: ignore[no-redef]
+                address_family = socket.AF_INET6
+
+        self.server = server_cls((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}/barchart"
+        netloc = f"[{host}]" if ":" in host else host
+        self.base_url = f"http://{netloc}:{self.port}/barchart"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="fault-proxy", daemon=True)
         self.thread.start()
 
@@ -233,8 +242,8 @@ def make_proxy(hub: Hub) -> Iterator[Callable[..., FaultProxy]]:
     """``make_proxy(plan)`` → a FaultProxy in front of the module's hub; closed after the test."""
     proxies: List[FaultProxy] = []
 
-    def make(plan: Optional[Callable[[int], Optional[str]]] = None) -> FaultProxy:
-        p = FaultProxy(hub.port, plan)
+    def make(plan: Optional[Callable[[int], Optional[str]]] = None, host: str = "127.0.0.1") -> FaultProxy:
+        p = FaultProxy(hub.port, plan, host)
         proxies.append(p)
         return p
 

@@ -3,12 +3,15 @@ failures matter."""
 
 from __future__ import annotations
 
+import gc
+import os
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 import uuid
+import weakref
 from collections import defaultdict
 
 import orjson
@@ -518,3 +521,202 @@ def test_close_with_a_disposed_gateway_reports_the_buffer(hub, make_proxy, tmp_p
     b.close()
     assert len(errors) == 1 and isinstance(errors[0][0], BarchartStateError) and errors[0][1] == [ev("u", 1)]
     assert b.stats["rejected"] == 1  # reported, never dropped silently
+
+
+# -- locking, fork, close timeout, error reports, threads ---------------------------------------------------------
+
+
+def _call_in_thread(fn, *args, hang_after=20.0):
+    """Run ``fn(*args)`` in a daemon thread; fail (instead of hanging the suite) if it is still running after
+    ``hang_after`` seconds."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(hang_after)
+    assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} deadlocked (still running after {hang_after} s)"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+def test_overflow_spool_runs_generators_and_callbacks_outside_the_lock(hub, gateway, tmp_path) -> None:
+    # A failing generator at the head of a full buffer: making room hands it off, which rejects it. That used to
+    # happen with the batcher's (non-reentrant) lock held, so the pushing thread deadlocked on itself.
+    user = uid()
+    errors = []
+
+    def on_error(exc, events):
+        b.stats  # takes the batcher's lock: must not be held while user code runs
+        errors.append((exc, events))
+
+    b = EventBatcher(gateway, max_buffered=2, overflow="spool", spool_dir=tmp_path, error_callback=on_error)
+
+    def boom():
+        raise ZeroDivisionError("generator failed")
+
+    def reads_stats():
+        b.stats  # a generator that looks at the batcher (the lock again)
+        return ev(user, "gen")
+
+    b.push(boom)
+    b.push(ev(user, 1))
+    _call_in_thread(b.push, ev(user, 2))  # full: boom is handed off (and rejected)
+    assert len(errors) == 1 and isinstance(errors[0][0], ZeroDivisionError) and errors[0][1] == [boom]
+    b.push(reads_stats)
+    _call_in_thread(b.push, ev(user, 3))  # full again: ev 1 goes, then reads_stats
+    b.push(lambda: {"customer": "nobody"})  # returns a bad event
+    _call_in_thread(b.push, ev(user, 4))
+    _call_in_thread(b.push, ev(user, 5))
+    _call_in_thread(b.close, 10)
+    assert len(errors) == 2 and isinstance(errors[1][0], BarchartValidationError)
+    assert b.stats["rejected"] == 2
+    assert sorted(e["context"][1] for e in mine(hub, user)) == ["1", "2", "3", "4", "5", "gen"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_sends_with_its_own_executor(hub, tmp_path) -> None:
+    user = uid()
+    gw = EventGateway.for_endpoint(hub.base_url, retry=FAST)
+    got = []
+    b = EventBatcher(gw, lambda created: got.extend(created), interval=0.2, spool_dir=tmp_path / "spool")
+    b.start().result(10)
+    b.push(ev(user, "parent-1"))
+    b.flush().result(10)
+    b.stop()
+    b.push(ev(user, "parent-buffered"))  # buffered at the fork: stays the parent's
+    b.start()  # running at the fork (its first cycle may or may not have taken the event yet)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 1
+        try:
+            got.clear()
+            b.push(ev(user, "child"))
+            b.flush().result(20)  # used to hang: the parent's executor thread does not exist here
+            delivered = len(got)
+            b.close(timeout=20)
+            report = {"delivered": delivered, "stats": b.stats}
+            os.write(wfd, orjson.dumps(report))
+            code = 0
+        except BaseException as exc:  # noqa: BLE001
+            os.write(wfd, orjson.dumps({"error": repr(exc)}))
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    with os.fdopen(rfd, "rb") as f:
+        report = orjson.loads(f.read() or b"{}")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, report
+    assert report["delivered"] == 1 and report["stats"]["delivered"] == 1 and report["stats"]["spooled"] == 0
+    b.flush().result(10)
+    b.close()
+    gw.dispose()
+    sent = sorted(e["context"][1] for e in mine(hub, user))
+    assert sent == ["child", "parent-1", "parent-buffered"]  # each once: the child did not send the parent's
+
+
+def test_error_callback_gets_the_reply_like_create_events(hub_factory, make_proxy, tmp_path) -> None:
+    # a 4xx reply with content-type application/json: error_callback's BarchartError carries the parsed body
+    # (.reasons) and .status, exactly as create_events does for the same reply (spec §3.6)
+    strict = hub_factory("--strict-context")
+    tgam = {"customer": "TGAM", "product": "ALERT", "type": "ALERT-CREATED", "timestamp": 1,
+            "context": ["u", "not-a-uuid", "AAPL"]}  # fmt: skip
+    gw = EventGateway.for_endpoint(strict.base_url, retry=FAST)
+    with pytest.raises(BarchartError) as direct:
+        gw.create_events([tgam]).result(10)
+    errors = []
+    with EventBatcher(gw, spool_dir=tmp_path / "a", error_callback=lambda e, x: errors.append((e, x))) as b:
+        b.push(tgam)
+        b.flush().result(10)
+    gw.dispose()
+    assert len(errors) == 1
+    err, events = errors[0]
+    assert type(err) is BarchartError and err.status == 400 and events == [tgam]
+    assert err.reasons == direct.value.reasons and err.reasons[0]["value"]["code"] == "REQUEST_INPUT_MALFORMED"
+    assert str(err) == str(direct.value)
+
+    for fault, reasons in (
+        ("400json", {"message": "bad"}),  # whatever JSON the server sent
+        ("400text", [{"value": {"code": "REQUEST_GENERAL_FAILURE",
+                                "message": "An attempt to create events failed for unspecified reason(s)."},
+                      "children": []}]),  # not application/json: REQUEST_GENERAL_FAILURE
+    ):  # fmt: skip
+        proxy = make_proxy(lambda n, fault=fault: fault)
+        gw = EventGateway.for_endpoint(proxy.base_url, retry=FAST)
+        with pytest.raises(BarchartError) as direct:
+            gw.create_events([ev("u", 1)]).result(10)
+        errors.clear()
+        with EventBatcher(gw, spool_dir=tmp_path / fault, error_callback=lambda e, x: errors.append((e, x))) as b:
+            b.push(ev("u", 2))
+            b.flush().result(10)
+            assert b.stats["rejected"] == 1
+        gw.dispose()
+        assert len(errors) == 1 and errors[0][1] == [ev("u", 2)]
+        assert errors[0][0].status == 400 and errors[0][0].reasons == reasons == direct.value.reasons, fault
+
+
+def test_close_timeout_spools_what_is_still_being_handed_over(hub, gateway, tmp_path) -> None:
+    # close(timeout) runs out while the executor is still resolving a slow generator: what it hands over
+    # afterwards goes to the spool (spec §4.2), counted as spooled, not reported as rejected
+    user = uid()
+    errors = []
+    release = threading.Event()
+    spool = tmp_path / "spool"
+
+    def slow():
+        release.wait(30)  # slower than close()'s timeout
+        return ev(user, "slow")
+
+    b = EventBatcher(gateway, spool_dir=spool, error_callback=lambda e, x: errors.append((e, x)))
+    b.push(slow)
+    for i in range(10):
+        b.push(ev(user, i))
+    _call_in_thread(b.close, 0.3)
+    release.set()
+    assert wait_until(lambda: b.stats["spooled"] == 11, 20), b.stats
+    assert errors == [] and b.stats["rejected"] == 0 and mine(hub, user) == []
+    # the real spool: the next batcher on it replays them
+    got = []
+    b2 = EventBatcher(gateway, lambda created: got.extend(created), spool_dir=spool)
+    b2.start().result(20)
+    assert wait_until(lambda: len(mine(hub, user)) == 11, 20)
+    b2.close()
+    assert sorted(e["context"][1] for e in mine(hub, user)) == sorted([str(i) for i in range(10)] + ["slow"])
+
+
+def test_a_never_started_batcher_holds_no_thread_and_is_collected(gateway, tmp_path) -> None:
+    def executors():
+        return [t for t in threading.enumerate() if t.name == "eventpush-barchart-batcher"]
+
+    before = len(executors())
+    refs = []
+    for i in range(20):
+        b = EventBatcher(gateway, spool_dir=tmp_path / str(i))
+        b.push(ev("u", i))
+        b.clear()
+        refs.append(weakref.ref(b))
+        del b
+    gc.collect()
+    assert len(executors()) == before
+    assert all(r() is None for r in refs)
+    started = EventBatcher(gateway, spool_dir=tmp_path / "s")
+    started.start().result(10)
+    assert len(executors()) == before + 1
+    started.close()
+    assert wait_until(lambda: len(executors()) == before, 10)

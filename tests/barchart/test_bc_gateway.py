@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import socket
+import time
 import uuid
 
 import orjson
@@ -359,3 +361,60 @@ def test_validate_context_opt_in(hub, make_proxy) -> None:
     assert created[0]["context"] == [user, "s", "firefox", ""]  # the stringOptional transformer filled hostname
     assert login["context"] == [user, "s", "firefox"]  # the caller's event is not modified
     assert proxy.requests == 2
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_hosts_are_bracketed() -> None:
+    assert EventGateway("http", "::1", 8080).url == "http://[::1]:8080/events"
+    assert EventGateway("https", "::1").url == "https://[::1]/events"
+    gw = EventGateway.for_endpoint("http://[::1]:8787/barchart")
+    assert gw.base_url == "http://[::1]:8787/barchart" and gw.host == "::1" and gw.port == 8787
+    assert EventGateway.for_endpoint("https://[2001:db8::1]/x").url == "https://[2001:db8::1]/x/events"
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_endpoint_reaches_the_hub(hub, make_proxy) -> None:
+    proxy = make_proxy(host="::1")  # the hub, on [::1]
+    user = uid()
+    with EventGateway.for_endpoint(proxy.base_url, retry=FAST) as gw:
+        assert gw.base_url.startswith("http://[::1]:")
+        created = gw.create_events([ev(user)]).result(10)
+    assert [c["context"][0] for c in created] == [user] and len(mine(hub, user)) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_can_use_the_gateway(hub) -> None:
+    user = uid()
+    with EventGateway.for_endpoint(hub.base_url, retry=FAST) as gw:
+        gw.create_events([ev(user, context=[user, "parent"])]).result(10)  # the parent's sender threads run
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                gw.create_events([ev(user, context=[user, "child"])]).result(20)  # hung: no sender threads here
+                code = 0
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("create_events hung in the forked child")
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        gw.create_events([ev(user, context=[user, "parent-after"])]).result(10)
+    assert sorted(e["context"][1] for e in mine(hub, user)) == ["child", "parent", "parent-after"]

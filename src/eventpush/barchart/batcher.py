@@ -13,7 +13,16 @@ engine as they are (``Batcher.push_encoded``), so what is sent is the event as i
 
 One executor thread per batcher runs every cycle and every flush, one at a time, so there is at most one send loop
 and flushes are serialised with cycles. A restart bumps a generation number, so a cycle that was in flight during
-``stop()`` + ``start()`` never reschedules itself (the original's double-loop defect).
+``stop()`` + ``start()`` never reschedules itself (the original's double-loop defect). The thread starts with the
+first ``start()`` (or ``close()``): a batcher that is never started holds no thread and is collected when dropped.
+
+Locking: ``self._lock`` guards the front buffer and the executor state only. No user code (generators, callbacks,
+future callbacks) and no engine call runs with it held: items leave the buffer under the lock and are *handed off*
+(generators run, events pushed to the engine) after it is released. A hand-off that finds the engine closed (a
+``close(timeout)`` that ran out of time meanwhile) writes its events to the spool directory itself.
+
+Fork: a forked child gets fresh locks and, when the batcher was started, its own executor thread; the parent's
+buffered events stay the parent's (as in the engine, which re-initialises itself in the child too).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import atexit as _atexit
 import itertools
 import logging
+import os
 import sys
 import threading
 import time
@@ -32,10 +42,12 @@ import orjson
 
 from ..batcher import Batcher
 from ..dialects import BARCHART
-from ..errors import BufferFullError, ClosedError, EventError
+from ..errors import BufferFullError, ClosedError, EventError, SpoolError
+from ..sender import RejectedError
+from ..spool import Spool, SpooledBatch, default_spool_dir, spool_key
 from .errors import DISPOSED_MESSAGE, BarchartError, BarchartStateError, BarchartValidationError
 from .futures import AwaitableFuture
-from .gateway import EventGateway
+from .gateway import EventGateway, reply_error
 
 __all__ = ["EventBatcher", "DEFAULT_INTERVAL"]
 
@@ -73,6 +85,21 @@ def _atexit_close(ref: "weakref.ref[EventBatcher]") -> None:
     b = ref()
     if b is not None and not b.closed:
         b.close()
+
+
+_live: "weakref.WeakSet[EventBatcher]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for b in list(_live):
+        try:
+            b._reinit_after_fork()
+        except Exception:  # one batcher must not keep the others from working in the child
+            log.exception("cannot re-initialise an EventBatcher after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class EventBatcher:
@@ -155,13 +182,45 @@ class EventBatcher:
         self._due_generation = 0
         self._busy = False
         self._closed = False
-        self._c: Dict[str, int] = {"rejected_client": 0, "cycles": 0}
+        self._c: Dict[str, int] = {"rejected_client": 0, "spooled_client": 0, "cycles": 0}
         self._pushed = 0  # PERF: an attribute, not a key of self._c (push() counts every event)
-        self._thread = threading.Thread(target=self._run, name="eventpush-barchart-batcher", daemon=True)
-        self._thread.start()
+        # The executor: started by the first start() / close() (a thread's target keeps its batcher alive)
+        self._thread: Optional[threading.Thread] = None
         ref = weakref.ref(self)
         self._atexit_fn: Optional[Callable[[], None]] = lambda: _atexit_close(ref)
         _atexit.register(self._atexit_fn)
+        _live.add(self)
+
+    def _ensure_thread_locked(self) -> None:
+        """Start the executor thread if it is not running (called with the lock held)."""
+        if self._thread is None:
+            t = threading.Thread(target=self._run, name="eventpush-barchart-batcher", daemon=True)
+            t.start()
+            self._thread = t
+
+    def _reinit_after_fork(self) -> None:
+        """In a forked child: the parent's threads do not exist here and its locks may have been held at the fork.
+        Fresh locks, no jobs, an empty buffer (the parent's events stay the parent's), zeroed counters, and a new
+        executor when the batcher had one (a running batcher keeps its cadence)."""
+        self._engine_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._buffer = []
+        self._calls = itertools.count()
+        self._jobs = deque()  # (their futures are the parent's)
+        self._busy = False
+        self._c = {"rejected_client": 0, "spooled_client": 0, "cycles": 0}
+        self._pushed = 0
+        self._due = None
+        had_thread = self._thread is not None
+        self._thread = None
+        if self._closed:
+            return
+        if self._running:
+            self._due = time.monotonic() + self._interval
+            self._due_generation = self._generation
+        if had_thread or self._running:
+            self._ensure_thread_locked()
 
     def _ensure_engine(self) -> Batcher:
         """The engine Batcher, created on first need. Creating it opens the spool, whose records from earlier
@@ -200,8 +259,10 @@ class EventBatcher:
         ``error_callback``). Either way the error's ``index`` is this call's position among the batcher's push()
         calls (0-based, accepted or not). Works while stopped (events accumulate). Thread-safe."""
         encode = self._encode_plain
+        evicted: Optional[List[Any]] = None
         if encode is not None and type(event) is dict:
             # PERF: the usual event, encoded under the one lock the buffer needs anyway
+            taken = False
             lock = self._lock
             lock.acquire()
             try:
@@ -214,38 +275,46 @@ class EventBatcher:
                     pass  # refused: the codec's full path below normalizes it or says why
                 else:
                     if len(self._buffer) >= self._room:
-                        self._make_room()
+                        evicted = self._make_room()
                     self._buffer.append(data)
                     self._pushed += 1
-                    return
+                    taken = True
             finally:
                 lock.release()
+            if evicted is not None:
+                self._handoff(evicted)  # (outside the lock: it may run generators and error_callback)
+            if taken:
+                return
         else:
             if self._closed:
                 raise ClosedError("the batcher is closed")
             index = next(self._calls)
+        item: Any
         if _is_generator(event):
-            item: Any = _Lazy(event, index)
+            item = _Lazy(event, index)
         else:
             item = self._codec.encode_one(event, index)  # the bytes: encoded once, here
         with self._lock:
             if self._closed:
                 raise ClosedError("the batcher is closed")
             if len(self._buffer) >= self._room:
-                self._make_room()
+                evicted = self._make_room()
             self._buffer.append(item)
             self._pushed += 1
+        if evicted is not None:
+            self._handoff(evicted)
 
-    def _make_room(self) -> None:
-        """Called with the lock held and the buffer full."""
+    def _make_room(self) -> Optional[List[Any]]:
+        """Called with the lock held and the buffer full. With ``overflow="spool"``, returns the oldest items, taken
+        out of the buffer: the caller must pass them to :meth:`_handoff` once it has released the lock (a hand-off
+        runs generators and may call ``error_callback``)."""
         if self._overflow == "raise":
             raise BufferFullError(f"the buffer holds {len(self._buffer)} events (max_buffered={self._max_buffered})")
         if self._overflow == "spool":
-            # Hand the oldest half to the engine now: delivered, or spilled to the durable spool when it is full.
+            # The oldest half goes to the engine now: delivered, or spilled to the durable spool when it is full.
             n = max(1, len(self._buffer) // 2)
             oldest, self._buffer = self._buffer[:n], self._buffer[n:]
-            self._handoff(oldest)
-            return
+            return oldest
         while self._max_buffered is not None and len(self._buffer) >= self._max_buffered:
             if self._closed:
                 raise ClosedError("the batcher was closed while waiting for room")
@@ -255,6 +324,7 @@ class EventBatcher:
                     "call start() or flush(), or use overflow='raise' / 'spool'"
                 )
             self._cv.wait(0.1)
+        return None
 
     def clear(self) -> None:
         """Discard every buffered event (events already handed to a cycle are not affected)."""
@@ -279,6 +349,7 @@ class EventBatcher:
                 raise ClosedError("the batcher is closed")
             if self._running:
                 return AwaitableFuture.completed(None)
+            self._ensure_thread_locked()
             self._running = True
             self._generation += 1
             fut = AwaitableFuture()
@@ -332,11 +403,15 @@ class EventBatcher:
                 items, self._buffer = self._buffer, []
                 self._jobs.append(("exit", None, AwaitableFuture()))
                 self._cv.notify_all()
+                thread = self._thread
             if items:
                 self._reject(exc, _as_events(items))
-            self._thread.join(max(1.0, deadline - time.monotonic()))
+            if thread is not None:
+                thread.join(max(1.0, deadline - time.monotonic()))
             return
         with self._lock:
+            self._ensure_thread_locked()
+            thread = self._thread
             items, self._buffer = self._buffer, []
             fut = AwaitableFuture()
             self._jobs.append(("send", items, fut))
@@ -353,11 +428,14 @@ class EventBatcher:
                 self._handoff(pending)
             if pending_fut is not None and not pending_fut.done():
                 pending_fut.set_result(None)
+        # What is still being handed off (the executor resolving slow generators, a pusher making room) finds the
+        # engine closed and goes to the spool directory from there (see _spool_late).
         self._ensure_engine().close(max(0.0, deadline - time.monotonic()))
         with self._lock:
             self._jobs.append(("exit", None, AwaitableFuture()))
             self._cv.notify_all()
-        self._thread.join(max(1.0, deadline - time.monotonic()))
+        assert thread is not None
+        thread.join(max(1.0, deadline - time.monotonic()))
 
     @property
     def interval(self) -> float:
@@ -392,8 +470,10 @@ class EventBatcher:
                 "cycles": self._c["cycles"],
                 "rejected": s["rejected"] + self._c["rejected_client"],
             }
+            spooled_client = self._c["spooled_client"]
         for k in ("sent", "delivered", "retried", "failed", "spooled", "replayed", "bytes", "batches", "corrupt"):
             out[k] = s[k]
+        out["spooled"] += spooled_client
         return out
 
     def spool_pending(self) -> Tuple[int, int]:
@@ -434,17 +514,19 @@ class EventBatcher:
                 kind, arg, fut = job
                 if kind == "exit":
                     return
-                if kind == "cycle":
-                    if not self._running or arg != self._generation:
-                        if fut is not None:
-                            fut.set_result(None)
-                        continue
-                    items, self._buffer = self._buffer, []
-                    self._c["cycles"] += 1
-                else:
-                    items = arg
-                self._busy = True
-                self._cv.notify_all()  # pushers blocked on a full buffer
+                stale = kind == "cycle" and (not self._running or arg != self._generation)
+                if not stale:
+                    if kind == "cycle":
+                        items, self._buffer = self._buffer, []
+                        self._c["cycles"] += 1
+                    else:
+                        items = arg
+                    self._busy = True
+                    self._cv.notify_all()  # pushers blocked on a full buffer
+            if stale:
+                if fut is not None and not fut.done():
+                    fut.set_result(None)  # (outside the lock: a future's done-callbacks are user code)
+                continue
             try:
                 self._send(items)
             except BaseException as exc:  # never let the loop die: that would strand the buffer
@@ -481,6 +563,8 @@ class EventBatcher:
         return out
 
     def _handoff(self, items: List[Any]) -> None:
+        """Run the generators among ``items`` and push the events to the engine. Never called with the lock held
+        (generators and ``error_callback`` are user code)."""
         events = self._resolve(items)
         engine = self._ensure_engine()
         push = engine.push_encoded
@@ -489,19 +573,49 @@ class EventBatcher:
                 push(data)
             except EventError as exc:  # the engine's limits refused what the codec accepted
                 self._reject(BarchartValidationError([(0, {exc.field or "event": exc.message})]), _as_events([data]))
-            except ClosedError as exc:  # close() timed out while this cycle was handing over: report, never drop
-                self._reject(exc, _as_events(events[i:]))
+            except ClosedError:
+                # close() ran out of time while these were being handed over (generators still running): "events
+                # left after the timeout go to the spool" (spec §4.2)
+                self._spool_late(events[i:])
                 return
+
+    def _spool_late(self, events: List[bytes]) -> None:
+        """Write ``events`` to the spool directory of the (closed) engine, where the next start replays them; a
+        spool that cannot be written reports them through ``error_callback`` (never dropped silently)."""
+        if not events:
+            return
+        try:
+            engine = self._ensure_engine()
+            directory = self._engine_args["spool_dir"]
+            if engine.spool is not None:
+                directory = engine.spool.directory
+            elif directory is None:  # the engine's default location (it never had to open it)
+                t = engine.transport
+                directory = default_spool_dir(spool_key(t.base_url, BARCHART, t.headers))
+            spool = Spool(os.fspath(directory), dialects=[BARCHART])
+            try:
+                spool.append(SpooledBatch.from_events(BARCHART, [(None, e) for e in events]))
+            finally:
+                spool.close()
+        except (SpoolError, OSError, BarchartStateError) as exc:
+            log.error("cannot spool %d events left after close(): %s", len(events), exc)
+            self._reject(exc, _as_events(events))
+            return
+        with self._lock:
+            self._c["spooled_client"] += len(events)
+        log.info("closed: spooled %d events handed over after the timeout", len(events))
 
     def _send(self, items: List[Any]) -> None:
         if items:
             engine = self._ensure_engine()
-            if engine.spool_pending()[0]:
+            if not engine.closed and engine.spool_pending()[0]:
                 # spooled batches go before newer ones (spec/barchart.md §4.2): one attempt each; if the endpoint
                 # still fails, the new events are tried (and spooled after the old ones)
                 engine.replay_spool()
             self._handoff(items)
-        self._ensure_engine().flush()  # seal, wait: delivered, rejected or spooled (and the spool replayed if it can be)
+        engine = self._ensure_engine()
+        if not engine.closed:  # (a closed engine has settled everything it had: spooled the rest)
+            engine.flush()  # seal, wait: delivered, rejected or spooled (and the spool replayed if it can be)
 
     # -- engine callbacks (engine threads) --------------------------------------------------------------------
 
@@ -528,6 +642,11 @@ class EventBatcher:
             log.exception("callback failed")
 
     def _on_engine_error(self, exc: BaseException, events: List[bytes]) -> None:
+        # (an engine thread: the one that made the request, so the gateway's transport still holds its reply)
+        reply = None
+        if isinstance(exc, RejectedError):
+            last = getattr(self._engine.transport if self._engine is not None else None, "last_error_reply", None)
+            reply = last() if last is not None else None
         if self._error_callback is None:
             return
         decoded = []
@@ -537,15 +656,14 @@ class EventBatcher:
             except orjson.JSONDecodeError:
                 decoded.append(raw)
         status = getattr(exc, "status", None)
-        body = getattr(exc, "body", b"") or b""
         err: BaseException = exc
-        if status is not None:
-            reasons: Any = None
-            try:
-                reasons = orjson.loads(body) if body else None
-            except orjson.JSONDecodeError:
-                pass
-            err = BarchartError(str(getattr(exc, "message", exc)), reasons, status)
+        if isinstance(exc, RejectedError) and status is not None:
+            # the same BarchartError create_events gives for this reply (spec §3.6): a body with content-type
+            # exactly application/json is .reasons, anything else REQUEST_GENERAL_FAILURE; .status either way
+            if reply is not None and reply.status == status:
+                err = reply_error(reply.status, reply.headers, reply.data)
+            else:  # (no reply at hand: a transport that does not keep it) -> REQUEST_GENERAL_FAILURE
+                err = reply_error(status, None, b"")
             err.__cause__ = exc
         try:
             self._error_callback(err, decoded)

@@ -8,12 +8,17 @@ connection errors, 429 and 5xx, honouring ``Retry-After``; never other 4xx). ``c
 
 Because the Barchart API has no idempotency key, a retried request whose first attempt was stored stores its events
 twice: delivery through the gateway is at-least-once (spec §1.1, §3).
+
+Fork: in a forked child a gateway starts with a fresh lock, connection pool and sender (the parent's sender threads
+do not exist there).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
@@ -22,7 +27,7 @@ import orjson
 from ..dialects import BARCHART
 from ..errors import ConnectError, TransportError
 from ..errors import TimeoutError as EPTimeoutError
-from ..transport import Limits, Retry, Timeout, Transport
+from ..transport import Limits, Response, Retry, Timeout, Transport
 from ._encoding import EventCodec
 from .errors import (
     AUTHORIZATION_FAILURE_MESSAGE,
@@ -50,6 +55,53 @@ DEVELOPMENT_HOST = STAGING_HOST
 
 _DEFAULT_PORTS = {"HTTP": 80, "HTTPS": 443}
 _EMPTY_BODY = b'{"events":[]}'
+
+_live: "weakref.WeakSet[EventGateway]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for g in list(_live):
+        try:
+            g._reinit_after_fork()
+        except Exception:
+            log.exception("cannot re-initialise an EventGateway after fork")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _netloc_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 literal in brackets (RFC 3986 §3.2.2)."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+class _Transport(Transport):
+    """The engine transport, keeping (per thread) the last reply that was not a 2xx. The engine reports a refused
+    batch as a ``RejectedError`` without its body; the batcher, called back in the thread that made the request,
+    takes the reply from here to report the same ``BarchartError`` (``.reasons``, ``.status``) as
+    ``create_events`` (spec §3.6)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replies = threading.local()
+
+    def post(self, *args: Any, **kwargs: Any) -> Response:
+        replies = self._replies
+        replies.last = None
+        resp = super().post(*args, **kwargs)
+        if not 200 <= resp.status < 300:
+            replies.last = resp
+        return resp
+
+    def last_error_reply(self) -> Optional[Response]:
+        """The last non-2xx reply this thread received (if its last request got one); taken, not kept."""
+        replies = self._replies
+        resp = getattr(replies, "last", None)
+        replies.last = None
+        return resp
 
 
 class EventGateway:
@@ -93,7 +145,7 @@ class EventGateway:
         self._host = host
         self._port = port
         prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
-        netloc = host if port == default else f"{host}:{port}"
+        netloc = _netloc_host(host) if port == default else f"{_netloc_host(host)}:{port}"
         self._base_url = f"{self._protocol.lower()}://{netloc}{prefix}"
         self._timeout = timeout
         self._retry = retry
@@ -105,6 +157,13 @@ class EventGateway:
         self._disposed = False
         self._transport: Optional[Transport] = None
         self._sender: Any = None
+        _live.add(self)
+
+    def _reinit_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._sender = None  # the parent's sender threads do not exist here: a new sender on first use
+        if self._transport is not None:
+            self._transport._after_fork_in_child()  # never share the parent's sockets
 
     # -- factories --------------------------------------------------------------------------------------------
 
@@ -222,7 +281,7 @@ class EventGateway:
             if self._disposed:
                 raise BarchartStateError(DISPOSED_MESSAGE)
             if self._transport is None:
-                self._transport = Transport(
+                self._transport = _Transport(
                     self._base_url,
                     timeout=self._timeout,
                     retry=self._retry,
