@@ -71,7 +71,7 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-from . import _impl
+from . import _fork, _impl
 from .dialects import Dialect
 from .errors import BufferFullError, ClosedError, EventError, SpoolCorruptError, SpoolError, TransportError
 from .sender import BatchResult, RejectedError, Sender
@@ -93,9 +93,6 @@ _COUNTERS = ("pushed", "sent", "delivered", "retried", "failed", "rejected", "sp
 ATEXIT_TIMEOUT = 10.0
 _CLOSE_RESERVE = 0.25  # of close(timeout)'s two extra seconds: for closing the spool and the transport
 
-_live: "weakref.WeakSet[Batcher]" = weakref.WeakSet()
-
-
 class _Ready(deque):  # type: ignore[type-arg]
     """The sealed batches waiting for a worker (FIFO). Every batch enters through ``append`` (the core's push and
     ``_seal_locked``), in push order: ``starts`` records where each unsettled batch begins in that order, and the
@@ -111,15 +108,6 @@ class _Ready(deque):  # type: ignore[type-arg]
         self.starts[id(batch)] = self.sealed
         self.sealed += batch.count
         super().append(batch)
-
-
-def _after_fork_in_child() -> None:
-    for b in list(_live):
-        b._reinit_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
@@ -206,7 +194,7 @@ class Batcher(_BatcherBase):
             ref = weakref.ref(self)
             self._atexit_fn = lambda: _atexit_close(ref)
             _atexit.register(self._atexit_fn)
-        _live.add(self)
+        _fork.reinit_after_fork(self)
         self._start_threads()
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -740,7 +728,7 @@ class Batcher(_BatcherBase):
         finally:
             if self._owns_transport:
                 self.transport.close()
-            _live.discard(self)
+            _fork.forget(self)
 
     def _spool_leftovers(self, grace_until: float) -> None:
         """Time is up: make pending retries give up, and spool what is queued or still in flight (waiting for the

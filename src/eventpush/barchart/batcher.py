@@ -40,12 +40,13 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 import orjson
 
+from .. import _fork
 from ..batcher import Batcher
 from ..dialects import BARCHART
 from ..errors import BufferFullError, ClosedError, EventError, SpoolError
 from ..sender import RejectedError
 from ..spool import Spool, SpooledBatch, default_spool_dir, spool_key
-from .errors import DISPOSED_MESSAGE, BarchartError, BarchartStateError, BarchartValidationError
+from .errors import DISPOSED_MESSAGE, BarchartStateError, BarchartValidationError
 from .futures import AwaitableFuture
 from .gateway import EventGateway, reply_error
 
@@ -85,21 +86,6 @@ def _atexit_close(ref: "weakref.ref[EventBatcher]") -> None:
     b = ref()
     if b is not None and not b.closed:
         b.close()
-
-
-_live: "weakref.WeakSet[EventBatcher]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for b in list(_live):
-        try:
-            b._reinit_after_fork()
-        except Exception:  # one batcher must not keep the others from working in the child
-            log.exception("cannot re-initialise an EventBatcher after fork")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class EventBatcher:
@@ -189,7 +175,7 @@ class EventBatcher:
         ref = weakref.ref(self)
         self._atexit_fn: Optional[Callable[[], None]] = lambda: _atexit_close(ref)
         _atexit.register(self._atexit_fn)
-        _live.add(self)
+        _fork.reinit_after_fork(self)
 
     def _ensure_thread_locked(self) -> None:
         """Start the executor thread if it is not running (called with the lock held)."""

@@ -16,14 +16,13 @@ do not exist there).
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlsplit
 
 import orjson
 
+from .. import _fork
 from ..dialects import BARCHART
 from ..errors import ConnectError, TransportError
 from ..errors import TimeoutError as EPTimeoutError
@@ -55,21 +54,6 @@ DEVELOPMENT_HOST = STAGING_HOST
 
 _DEFAULT_PORTS = {"HTTP": 80, "HTTPS": 443}
 _EMPTY_BODY = b'{"events":[]}'
-
-_live: "weakref.WeakSet[EventGateway]" = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for g in list(_live):
-        try:
-            g._reinit_after_fork()
-        except Exception:
-            log.exception("cannot re-initialise an EventGateway after fork")
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
 
 def _netloc_host(host: str) -> str:
     """``host`` as it goes into a URL: an IPv6 literal in brackets (RFC 3986 §3.2.2)."""
@@ -157,7 +141,7 @@ class EventGateway:
         self._disposed = False
         self._transport: Optional[Transport] = None
         self._sender: Any = None
-        _live.add(self)
+        _fork.reinit_after_fork(self)
 
     def _reinit_after_fork(self) -> None:
         self._lock = threading.Lock()
