@@ -38,6 +38,24 @@ def encoder(dialect: Dialect) -> Any:
     return enc
 
 
+def close_once(client: Any, own_thread: bool) -> None:
+    """A client's ``close()``: the first call marks ``client`` closed (under ``client._lock``) and runs
+    ``client._finish()``, which finishes the pushes and closes the pool and then sets ``client._done``; a later
+    call waits for that. From one of the client's own threads (``own_thread``: a callback) nothing waits, since
+    the thread would wait for itself: the first call finishes in a background thread."""
+    with client._lock:
+        first = not client._closed
+        client._closed = True
+    if not first:
+        if not own_thread:
+            client._done.wait()
+        return
+    if own_thread:
+        threading.Thread(target=client._finish, name="eventpush-connect-close").start()
+        return
+    client._finish()
+
+
 def single_path(collection: Any) -> str:
     """``/events/{collection}`` with the name percent-encoded as one path segment (spec §1.2)."""
     return "/events/" + quote(collection if isinstance(collection, str) else str(collection), safe="")

@@ -22,7 +22,7 @@ from .._core_py import dumps_exact, loads_exact
 from ..dialects import CONNECT
 from ..errors import ClosedError, EventError
 from ..transport import Retry
-from ._engine import MSG_NOT_LIST, encoder, py_error
+from ._engine import MSG_NOT_LIST, close_once, encoder, py_error
 from .api import ConnectApi
 from .exceptions import InvalidEventError
 from .responses import PushBatchResponse, PushResponse
@@ -240,18 +240,7 @@ class ConnectClient:
         close the connection pool. A second call waits for the first to finish. Called from one of this
         client's worker threads (a Future's done-callback), it returns at once and the rest happens in the
         background: a worker cannot wait for itself."""
-        with self._lock:
-            first = not self._closed
-            self._closed = True
-        own = threading.current_thread() in getattr(self._executor, "_threads", ())
-        if not first:
-            if not own:
-                self._done.wait()
-            return
-        if own:
-            threading.Thread(target=self._finish, name="eventpush-connect-close").start()
-            return
-        self._finish()
+        close_once(self, threading.current_thread() in getattr(self._executor, "_threads", ()))
 
     def _finish(self) -> None:
         try:

@@ -34,8 +34,8 @@ from .._core_py import loads_exact
 from ..dialects import CONNECT_RUBY
 from ..errors import ClosedError, EventError, EventTypeError
 from ..transport import Limits, Retry, Timeout, Transport
-from ._engine import (DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MSG_NOT_LIST, SentBatches, encoder, loads_or_none, rb_error,
-                      single_path)
+from ._engine import (DEFAULT_BASE_URL, DEFAULT_TIMEOUT, MSG_NOT_LIST, SentBatches, close_once, encoder, loads_or_none,
+                      rb_error, single_path)
 from .exceptions import UnconfiguredError
 from .responses import EventPushResponse
 
@@ -337,19 +337,7 @@ class _Client:
         queued sends; buffered: delivery or spooling), then close the pool. A second call waits for the first
         to finish. Called from one of this client's own threads (a callback), it returns at once and the rest
         happens in the background."""
-        with self._lock:
-            first = not self._closed
-            self._closed = True
-        own = self._on_own_thread()
-        if not first:
-            if not own:
-                self._done.wait()
-            return
-        if own:
-            # waiting here would wait for ourselves: let the sends finish in the background
-            threading.Thread(target=self._finish, name="eventpush-connect-close").start()
-            return
-        self._finish()
+        close_once(self, self._on_own_thread())
 
     def _on_own_thread(self) -> bool:
         """True in one of our sender threads, or in a thread with a push of ours in progress."""
