@@ -110,6 +110,10 @@ def hub_factory(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
             stop_process(h.proc)
 
 
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class FaultProxy:
     """A threaded HTTP/1.1 proxy to ``upstream_port``. ``plan(n)`` is asked for the n-th request (0-based) and
     returns ``None`` (forward) or a fault: ``"503"`` (Retry-After: 0), ``"429"``, ``"500json"`` (the spec's
@@ -217,12 +221,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-        server_cls = ThreadingHTTPServer
-        if ":" in host:  # an IPv6 literal (``host="::1"``)
-
-            class server_cls(ThreadingHTTPServer):  # type: ignore[no-redef]
-                address_family = socket.AF_INET6
-
+        server_cls = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer  # an IPv6 literal: "::1"
         self.server = server_cls((host, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]

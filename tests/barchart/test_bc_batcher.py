@@ -27,6 +27,7 @@ from eventpush.barchart import (
 )
 from eventpush.errors import BufferFullError, ClosedError
 from eventpush.transport import Retry
+from support.net import reap_child
 
 FAST = Retry(attempts=4, backoff=0.01, backoff_max=0.05)
 
@@ -610,15 +611,8 @@ def test_a_forked_child_sends_with_its_own_executor(hub, tmp_path) -> None:
         finally:
             os._exit(code)
     os.close(wfd)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
+    status = reap_child(pid)
+    if status is None:
         pytest.fail("the forked child hung")
     with os.fdopen(rfd, "rb") as f:
         report = orjson.loads(f.read() or b"{}")

@@ -7,7 +7,6 @@ import asyncio
 import datetime as dt
 import os
 import socket
-import time
 import uuid
 
 import orjson
@@ -26,6 +25,7 @@ from eventpush.barchart import (
     ProductType,
 )
 from eventpush.transport import Retry, Timeout
+from support.net import reap_child
 
 FAST = Retry(attempts=4, backoff=0.01, backoff_max=0.05)
 
@@ -405,15 +405,8 @@ def test_a_forked_child_can_use_the_gateway(hub) -> None:
                 code = 0
             finally:
                 os._exit(code)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        status = reap_child(pid)
+        if status is None:
             pytest.fail("create_events hung in the forked child")
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         gw.create_events([ev(user, context=[user, "parent-after"])]).result(10)

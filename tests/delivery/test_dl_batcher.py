@@ -17,7 +17,7 @@ from eventpush.sender import RejectedError
 from eventpush.spool import Spool
 from eventpush.transport import Retry
 
-from dl_helpers import FAST_RETRY, free_port_local
+from dl_helpers import FAST_RETRY, ScriptedEndpoint, free_port_local
 
 
 def ids(n, prefix="ev"):
@@ -442,52 +442,32 @@ def test_other_thread_start_failures_still_raise(make_server, monkeypatch):
         Batcher(s.url, CONNECT, atexit=False)
 
 
-class _HoldFirst:
+class _HoldFirst(ScriptedEndpoint):
     """An NDJSON endpoint on 127.0.0.1 that answers every request at once except the first, which waits until
     ``release()``; ``lines`` counts the events that arrived."""
 
     def __init__(self):
-        import http.server
         import threading
 
         self.gate = threading.Event()
         self.lines = 0
-        self._first = True
-        self._lock = threading.Lock()
-        outer = self
+        lock = threading.Lock()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def answer(index, body):
+            if index == 0:
+                self.gate.wait(30)
+            with lock:
+                self.lines += body.count(b"\n")
+            return 200, []
 
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with outer._lock:
-                    first, outer._first = outer._first, False
-                if first:
-                    outer.gate.wait(30)
-                with outer._lock:
-                    outer.lines += body.count(b"\n")
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(answer)
 
     def release(self):
         self.gate.set()
 
     def stop(self):
         self.gate.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().stop()
 
 
 def _wait(cond, timeout=10.0):

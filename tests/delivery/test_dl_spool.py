@@ -11,22 +11,14 @@ from eventpush import CONNECT, NDJSON
 from eventpush.errors import SpoolCorruptError
 from eventpush.spool import Spool, SpooledBatch, frame
 
+from dl_helpers import drain_spool as drain
+
 
 def batch_of(ids, dialect=CONNECT, coll="c"):
     enc = eventpush.Encoder(dialect)
     for i in ids:
         enc.add({"id": i, "v": 1}, coll if dialect.needs_collection else None, tag=i)
     return enc.seal()
-
-
-def drain(spool):
-    out = []
-    while True:
-        rec = spool.next_record()
-        if rec is None:
-            return out
-        out.append(rec.batch)
-        rec.ack()
 
 
 def test_roundtrip_keeps_bytes_spans_groups_and_tags(spool_dir):

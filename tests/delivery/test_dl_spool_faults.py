@@ -22,6 +22,8 @@ from eventpush.errors import SpoolCorruptError, SpoolError
 from eventpush.spool import Spool
 from eventpush.transport import Retry
 
+from dl_helpers import drain_spool
+
 try:
     import resource
 except ImportError:  # pragma: no cover - Windows
@@ -41,13 +43,7 @@ def batch_of(ids, pad=0):
 
 def drain(spool):
     """The tags of every record, acknowledged one by one."""
-    out = []
-    while True:
-        rec = spool.next_record()
-        if rec is None:
-            return out
-        out.append(rec.batch.tags())
-        rec.ack()
+    return [batch.tags() for batch in drain_spool(spool)]
 
 
 def drain_dir(directory, reports=None):

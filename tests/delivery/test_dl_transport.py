@@ -12,7 +12,7 @@ import eventpush
 from eventpush.errors import ClosedError, ConnectError, TimeoutError
 from eventpush.transport import Limits, Retry, Timeout, Transport
 
-from dl_helpers import FAST_RETRY, free_port_local
+from dl_helpers import FAST_RETRY, ScriptedEndpoint, free_port_local
 
 BODY = orjson.dumps({"c": [{"id": "a", "v": 1}, {"id": "b", "v": 2}]})
 
@@ -155,43 +155,10 @@ def test_rejects_non_http_urls():
         Transport("ftp://example.invalid")
 
 
-class _Replies:
-    """A raw HTTP/1.1 endpoint on 127.0.0.1 answering the i-th POST with ``replies[i]`` (the last one repeats):
-    exact status lines and headers (``Retry-After`` values the fault server would not send)."""
-
-    def __init__(self, *replies):
-        import http.server
-        import threading
-
-        self.replies = list(replies)
-        self.count = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                status, headers = outer.replies[min(outer.count, len(outer.replies) - 1)]
-                outer.count += 1
-                self.send_response(status)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _replies(*replies):
+    """An endpoint answering the i-th POST with ``replies[i]`` ((status, headers); the last one repeats): exact
+    status lines and headers (``Retry-After`` values the fault server would not send)."""
+    return ScriptedEndpoint(lambda index, body: replies[min(index, len(replies) - 1)])
 
 
 def test_retry_after_values_that_cannot_be_waited_for():
@@ -199,7 +166,7 @@ def test_retry_after_values_that_cannot_be_waited_for():
     (or raising OverflowError, without a time cap); one that is not a finite number is ignored (backoff)."""
     for value, status, attempts in (("99999999999", 503, 1), ("Fri, 31 Dec 9999 23:59:59 GMT", 503, 1),
                                     ("inf", 200, 2), ("1e400", 200, 2), ("nan", 200, 2)):
-        s = _Replies((503, [("Retry-After", value)]), (200, []))
+        s = _replies((503, [("Retry-After", value)]), (200, []))
         try:
             with Transport(s.url, retry=Retry(attempts=3, backoff=0.01, backoff_max=0.02, total=None)) as t:
                 r = t.post("/events", BODY)

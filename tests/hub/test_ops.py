@@ -185,6 +185,15 @@ def test_gc_threshold_reaches_every_worker(hub_factory):
     assert len(set(re.findall(r"hub ready \(pid (\d+)\)", workers.logs()))) == 2
 
 
+def _read_until_closed(s: socket.socket) -> bytes:
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def test_header_timeout_and_size_limit(hub_factory):
     """A connection must complete its request headers in time and within the size limit: a silent one is closed,
     a slow one gets 408, an oversized one 431 (and a log line each); kept-alive requests still work."""
@@ -194,23 +203,15 @@ def test_header_timeout_and_size_limit(hub_factory):
         s = socket.create_connection(("127.0.0.1", hub.port), timeout=10)
         return s
 
-    def read_all(s: socket.socket) -> bytes:
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-
     with connect() as idle:
-        assert read_all(idle) == b""  # closed, nothing said
+        assert _read_until_closed(idle) == b""  # closed, nothing said
     with connect() as slow:
         slow.sendall(b"POST /connect/events/c HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
-        reply = read_all(slow)
+        reply = _read_until_closed(slow)
     assert reply.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 s" in reply
     with connect() as big:
         big.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Project-Id: " + b"p" * 4096 + b"\r\n\r\n")
-        reply = read_all(big)
+        reply = _read_until_closed(big)
     assert reply.startswith(b"HTTP/1.1 431 ") and b"exceed 2048 bytes" in reply
     with connect() as kept:
         for _ in range(3):  # each request within the limits, the pauses between them longer than the timeout
@@ -228,15 +229,6 @@ def test_header_timeout_and_size_limit(hub_factory):
     assert hub.get("/health").status == 200
     logs = hub.logs()
     assert "408 from 127.0.0.1" in logs and "431 to 127.0.0.1" in logs
-
-
-def _read_until_closed(s: socket.socket) -> bytes:
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            return data
-        data += chunk
 
 
 def test_an_endless_header_is_refused_at_the_limit(hub_factory):

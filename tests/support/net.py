@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
 from typing import Optional
 
-__all__ = ["free_port", "wait_port", "stop_process"]
+__all__ = ["free_port", "wait_port", "stop_process", "reap_child"]
 
 
 def free_port() -> int:
@@ -42,3 +44,17 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
+
+
+def reap_child(pid: int, timeout: float = 60.0) -> Optional[int]:
+    """Wait for the forked child ``pid`` and return its wait status; ``None`` when it did not end within
+    ``timeout`` seconds (it is then killed and reaped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
