@@ -501,8 +501,11 @@ class Batcher(_BatcherBase):
         for (status, message), idx in rejected.items():
             with self._lock:
                 self._c["rejected"] += len(idx)
+            reply = res.reply(status)
             err = RejectedError(message or f"HTTP {status}", status=status, method="POST",
-                                url=self.transport.url(self.dialect.batch_path))
+                                url=self.transport.url(self.dialect.batch_path),
+                                body=reply.data if reply is not None else b"",
+                                headers=reply.headers if reply is not None else None)
             log.warning("%d event(s) rejected by the server: %s", len(idx), err)
             if self.on_error is not None:
                 self._callback(self.on_error, err, [batch.event(i) for i in idx])

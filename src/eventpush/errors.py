@@ -21,7 +21,7 @@ Every exception pickles with its context (they cross threads and futures).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 __all__ = [
     "EventPushError",
@@ -142,7 +142,9 @@ class TimeoutError(TransportError):  # noqa: A001 - deliberate, like httpx
 
 
 class HTTPStatusError(TransportError):
-    """The server answered with a failing status (after retries for 429 / 5xx)."""
+    """The server answered with a failing status (after retries for 429 / 5xx): ``status``, and the reply's
+    ``body`` (bytes) and ``headers`` (``None`` when no reply with that status is at hand, e.g. a per-event
+    rejection inside a 2xx batch reply)."""
 
     def __init__(
         self,
@@ -152,17 +154,20 @@ class HTTPStatusError(TransportError):
         body: bytes = b"",
         method: Optional[str] = None,
         url: Optional[str] = None,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> None:
         super().__init__(message, method=method, url=url)
         self.status = status
         self.body = body
+        self.headers = headers
 
     def __reduce__(self) -> Any:
-        return (_rebuild_status_error, (type(self), self.message, self.status, self.body, self.method, self.url))
+        return (_rebuild_status_error,
+                (type(self), self.message, self.status, self.body, self.method, self.url, self.headers))
 
 
-def _rebuild_status_error(cls, message, status, body, method, url):  # type: ignore[no-untyped-def]
-    return cls(message, status=status, body=body, method=method, url=url)
+def _rebuild_status_error(cls, message, status, body, method, url, headers=None):  # type: ignore[no-untyped-def]
+    return cls(message, status=status, body=body, method=method, url=url, headers=headers)
 
 
 class BufferFullError(EventPushError):

@@ -59,10 +59,10 @@ class RejectedError(HTTPStatusError):
 class BatchResult:
     """The outcome of one batch: ``status`` (of the last request), ``results`` (one :class:`EventResult` per event,
     body order), ``data`` (the parsed reply of the first request, or ``None``), ``attempts`` (requests made),
-    ``retried`` (events sent more than once)."""
+    ``retried`` (events sent more than once); :meth:`reply` gives the last reply that came with a failing status."""
 
     __slots__ = ("status", "_data", "_raw", "attempts", "retried", "count", "_results", "_batch", "_uniform",
-                 "_created")
+                 "_created", "_replies")
 
     def __init__(
         self,
@@ -76,8 +76,10 @@ class BatchResult:
         uniform: Optional[Dict[str, Any]] = None,
         raw: Optional[bytes] = None,
         created: bool = False,
+        replies: Optional[Dict[int, Response]] = None,
     ) -> None:
         self.status = status
+        self._replies = replies
         self._data = data
         self._raw = raw
         self.attempts = attempts
@@ -150,6 +152,12 @@ class BatchResult:
         """Every event delivered."""
         return self.delivered == self.count
 
+    def reply(self, status: int) -> Optional[Response]:
+        """The last reply of this batch's requests that had the failing ``status`` (its headers and body, e.g.
+        the reasons a server gave for refusing the batch), or ``None`` (no request got that status: a per-event
+        rejection inside a 2xx reply)."""
+        return self._replies.get(status) if self._replies else None
+
     def failures(self) -> List[int]:
         """Body indices of the events that were not delivered."""
         if self._results is None:
@@ -211,9 +219,12 @@ class Sender:
         attempts = resp.attempts
         was_resent = resent or resp.attempts > 1
         results, doc, uniform = map_reply_lazy(self.dialect, batch, resp.status, resp.data, resent=was_resent)
+        # PERF: no dict for the common 2xx reply
+        replies = None if 200 <= resp.status < 300 else {resp.status: resp}
         if results is None:
             return BatchResult(resp.status, None, doc, attempts, retried, batch=batch, uniform=uniform,
-                               raw=resp.data if doc is None else None, created=self.dialect.reply == "created")
+                               raw=resp.data if doc is None else None, created=self.dialect.reply == "created",
+                               replies=replies)
         pending = [i for i, r in enumerate(results) if r.retryable]
         status = resp.status
         rounds = 1
@@ -236,8 +247,11 @@ class Sender:
                 results[i] = sub_results[j]
             if r2.status >= 300:
                 status = r2.status
+                if replies is None:
+                    replies = {}
+                replies[r2.status] = r2
             pending = [i for i in pending if results[i].retryable]
-        return BatchResult(status, results, doc, attempts, retried)
+        return BatchResult(status, results, doc, attempts, retried, replies=replies)
 
     # -- threads ----------------------------------------------------------------------------------------------
 

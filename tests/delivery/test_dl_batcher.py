@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import time
 
@@ -268,6 +269,8 @@ def test_rejected_events_are_reported_and_never_spooled(make_server, spool_dir):
     assert st["rejected"] == 1 and st["delivered"] == 2 and st["spooled"] == 0
     [(err, evs)] = seen
     assert isinstance(err, RejectedError) and "secret" in str(err)
+    # refused inside a 200 batch reply: no reply came with the error's status, so none is attached
+    assert err.status == 200 and err.headers is None and err.body == b""
     assert b'"bad-1"' in evs[0]
     assert s.ids() == {"ok-1", "ok-2"}
 
@@ -280,6 +283,13 @@ def test_a_whole_request_4xx_is_rejected_not_spooled(make_server, spool_dir):
         assert b.flush(10)
     assert b.stats["rejected"] == 1 and b.stats["spooled"] == 0
     assert seen[0].status == 400 and len(s.log) == 1
+    # the error carries the reply that refused the batch: its body and headers, as the server sent them
+    assert orjson.loads(seen[0].body) == {"errorMessage": "Property secret is not allowed"}
+    assert seen[0].headers["content-type"] == "application/json"
+    # and keeps them through pickling (errors cross process boundaries in user code)
+    again = pickle.loads(pickle.dumps(seen[0]))
+    assert type(again) is RejectedError and (again.status, again.body) == (400, seen[0].body)
+    assert again.headers["content-type"] == "application/json"
 
 
 def test_bad_input_raises_at_the_call_site_and_costs_nothing_else(server):

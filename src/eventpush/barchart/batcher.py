@@ -628,11 +628,6 @@ class EventBatcher:
             log.exception("callback failed")
 
     def _on_engine_error(self, exc: BaseException, events: List[bytes]) -> None:
-        # (an engine thread: the one that made the request, so the gateway's transport still holds its reply)
-        reply = None
-        if isinstance(exc, RejectedError):
-            last = getattr(self._engine.transport if self._engine is not None else None, "last_error_reply", None)
-            reply = last() if last is not None else None
         if self._error_callback is None:
             return
         decoded = []
@@ -641,15 +636,12 @@ class EventBatcher:
                 decoded.append(orjson.loads(raw))
             except orjson.JSONDecodeError:
                 decoded.append(raw)
-        status = getattr(exc, "status", None)
         err: BaseException = exc
-        if isinstance(exc, RejectedError) and status is not None:
+        if isinstance(exc, RejectedError):
             # the same BarchartError create_events gives for this reply (spec §3.6): a body with content-type
             # exactly application/json is .reasons, anything else REQUEST_GENERAL_FAILURE; .status either way
-            if reply is not None and reply.status == status:
-                err = reply_error(reply.status, reply.headers, reply.data)
-            else:  # (no reply at hand: a transport that does not keep it) -> REQUEST_GENERAL_FAILURE
-                err = reply_error(status, None, b"")
+            # (an error without the reply's headers, a per-event rejection, is REQUEST_GENERAL_FAILURE)
+            err = reply_error(exc.status, exc.headers, exc.body if exc.headers is not None else b"")
             err.__cause__ = exc
         try:
             self._error_callback(err, decoded)

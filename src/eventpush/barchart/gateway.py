@@ -26,7 +26,7 @@ from .. import _fork
 from ..dialects import BARCHART
 from ..errors import ConnectError, TransportError
 from ..errors import TimeoutError as EPTimeoutError
-from ..transport import Limits, Response, Retry, Timeout, Transport
+from ..transport import Limits, Retry, Timeout, Transport
 from ._encoding import EventCodec
 from .errors import (
     AUTHORIZATION_FAILURE_MESSAGE,
@@ -60,32 +60,6 @@ def _netloc_host(host: str) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
     return host
-
-
-class _Transport(Transport):
-    """The engine transport, keeping (per thread) the last reply that was not a 2xx. The engine reports a refused
-    batch as a ``RejectedError`` without its body; the batcher, called back in the thread that made the request,
-    takes the reply from here to report the same ``BarchartError`` (``.reasons``, ``.status``) as
-    ``create_events`` (spec §3.6)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._replies = threading.local()
-
-    def post(self, *args: Any, **kwargs: Any) -> Response:
-        replies = self._replies
-        replies.last = None
-        resp = super().post(*args, **kwargs)
-        if not 200 <= resp.status < 300:
-            replies.last = resp
-        return resp
-
-    def last_error_reply(self) -> Optional[Response]:
-        """The last non-2xx reply this thread received (if its last request got one); taken, not kept."""
-        replies = self._replies
-        resp = getattr(replies, "last", None)
-        replies.last = None
-        return resp
 
 
 class EventGateway:
@@ -265,7 +239,7 @@ class EventGateway:
             if self._disposed:
                 raise BarchartStateError(DISPOSED_MESSAGE)
             if self._transport is None:
-                self._transport = _Transport(
+                self._transport = Transport(
                     self._base_url,
                     timeout=self._timeout,
                     retry=self._retry,
