@@ -475,8 +475,10 @@ def reset() -> None:
 
 
 def flush(timeout: Optional[float] = None) -> bool:
-    """In buffered mode, wait until every pushed event was delivered, rejected or spooled; True when done."""
-    client = _client
+    """In buffered mode, wait until every pushed event was delivered, rejected or spooled; True when done. (A
+    client that configure() / reset() replaces meanwhile settles everything it took before it closes.)"""
+    with _state_lock:
+        client = _client
     if client is None:
         raise UnconfiguredError()
     return client.flush(timeout)
