@@ -189,3 +189,50 @@ def test_a_collections_newest_events_come_from_an_index(tmp_path, caplog):
         plan = " ".join(r[-1] for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?", (1, 3)))
     assert "events_cid " in plan + " " and "TEMP B-TREE" not in plan
+
+
+def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
+    """A request whose handler is cancelled is withdrawn: taken out of the queue, or, when the writer thread
+    already holds it in an open grouped transaction, left out of what that transaction commits; the other
+    requests of the group are committed, each whole."""
+    db = str(tmp_path / "w.db")
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> int:  # called by a trigger inside the transaction, on the writer thread
+            if not release.is_set():
+                entered.set()
+                release.wait(30)
+            return 0
+
+        st._writer.submit(lambda: st._local.conn.create_function("hold", 0, hold)).result()
+        with sqlite3.connect(db) as conn:
+            conn.execute("CREATE TRIGGER slow BEFORE INSERT ON events WHEN NEW.eid = 'hold' BEGIN SELECT hold(); END")
+        gate = threading.Event()
+        st._writer.submit(gate.wait)  # the writer is busy: the next requests queue up and form one group
+        a = asyncio.ensure_future(st.insert("connect", "p", [("c", ["a1", "a2"], [b'{"id":"a1"}', b'{"id":"a2"}'])]))
+        b = asyncio.ensure_future(st.insert("connect", "p", [("c", ["hold", "b"], [b'{"id":"hold"}', b'{"id":"b"}'])]))
+        c = asyncio.ensure_future(st.insert("connect", "p", [("d", ["c"], [b'{"id":"c"}'])]))
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 30)
+        # a's rows are in the open transaction, b's are being inserted; d queues behind the group
+        d = asyncio.ensure_future(st.insert("connect", "p", [("c", ["d"], [b'{"id":"d"}'])]))
+        await asyncio.sleep(0.05)
+        a.cancel()
+        d.cancel()
+        await asyncio.gather(a, d, return_exceptions=True)
+        release.set()
+        assert await b == [] and await c == []
+        assert a.cancelled() and d.cancelled()
+        assert await st.insert("connect", "p", [("c", ["a1", "e"], [b'{"id":"a1"}', b'{"id":"e"}'])]) == []
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        got = conn.execute("SELECT c.name, e.eid FROM events e JOIN collections c USING (cid) "
+                           "ORDER BY e.rowid").fetchall()
+    assert got == [("c", "hold"), ("c", "b"), ("d", "c"), ("c", "a1"), ("c", "e")]

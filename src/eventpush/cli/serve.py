@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Dict, Set
 
@@ -25,7 +26,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--root", choices=("connect", "barchart"), help="also serve this API at the root paths (/events…)")
     p.add_argument("--project", action="append", default=[], metavar="ID:KEY",
                    help="accept this project id and API key (repeatable); none configured = any key accepted")
-    p.add_argument("--keys-file", help="file of projects and keys: 'ID:KEY' per line, or JSON {id: key | [keys]}")
+    p.add_argument("--keys-file", help="file of projects and keys: 'ID:KEY' per line, or JSON {id: key | [keys]} "
+                   "(UTF-8, a byte order mark allowed; a file without any key is refused)")
     p.add_argument("--max-body", type=int, default=32 * 1024 * 1024, metavar="BYTES",
                    help="maximum request body (default 32 MiB); larger requests get 413")
     p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
@@ -140,10 +142,21 @@ def run(args: argparse.Namespace) -> int:
         server_header=False,
         http=http,
     )
+    from ..hub.workers import STATS_DIR_ENV, SUPERVISOR_ENV, make_stats_dir
+
     if args.workers == 1:
+        for name in (STATS_DIR_ENV, SUPERVISOR_ENV):  # one process: no supervisor (whatever our parent was)
+            os.environ.pop(name, None)
         uvicorn.run("eventpush.hub.app:create_app", **settings)
-    else:
+        return 0
+    # the workers' link to this process (eventpush.hub.workers): their stats sockets, and the pid they watch
+    stats_dir = make_stats_dir()
+    os.environ[STATS_DIR_ENV] = stats_dir
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    try:
         _run_workers(uvicorn.Config("eventpush.hub.app:create_app", **settings))
+    finally:
+        shutil.rmtree(stats_dir, ignore_errors=True)
     return 0
 
 

@@ -10,7 +10,8 @@ Routes
     ``GET  /connect/events/{collection}?limit=N``   ``{"results": [...]}``, newest first, N in 1..10000 (default 100)
     ``POST /barchart/events``               ``{"events": [...]}`` (spec/barchart.md §1.1)
     ``GET  /barchart/service/version``      ``{"service": {...}}``
-    ``GET  /health``, ``GET /stats``        liveness; per-process counters (see :class:`~eventpush.hub.stats.Stats`)
+    ``GET  /health``, ``GET /stats``        liveness; the hub's counters, summed over every worker process
+                                            (see :class:`~eventpush.hub.stats.Stats`, :mod:`eventpush.hub.workers`)
     ``/push…`` (HTTP and WebSocket), ``GET /push.js``   the realtime app of ``eventpush.realtime`` when installed
     ``--root connect|barchart`` also serves that API at ``/events…`` (and ``/service/version``).
 
@@ -52,7 +53,10 @@ Connect: statuses and bodies
          Python SDK sends naive ``isoformat()``), an ``id`` that is not a non-empty string of ≤ 255 chars, and an
          empty or over-long collection name in the path. Precedence on one event: 400, then 422, then 413.
     500  ``{"errorMessage":"An error occurred while processing your request"}`` (e.g. the database failed; the
-         transaction was rolled back, nothing of the request is stored).
+         transaction was rolled back, nothing of the request is stored). Also for a request the server cancels
+         (its graceful shutdown ran out of ``--graceful-timeout``): its write is withdrawn before it commits (out
+         of the queue, or out of the open group transaction, whose other requests still commit), so nothing of
+         it is stored. A 500, or no answer at all, means nothing of the request was stored.
     An event without ``id`` (or with ``"id": null``) gets a UUID4 string appended; without ``timestamp`` (or null)
     the server time ``YYYY-MM-DDTHH:MM:SS.mmmZ``. Events are stored as received otherwise (compact JSON, key order
     kept, timestamps not rewritten). ``$``-prefixed names are accepted (the server rules of §2.1 do not forbid them).
@@ -75,7 +79,11 @@ Barchart: statuses and bodies
 
 Operations
     Graceful shutdown: uvicorn stops accepting, in-flight requests finish, then the writer thread drains and the
-    database closes. ``/stats`` counters are per process (with ``--workers N`` each worker counts its own).
+    database closes. ``/stats`` reports the whole hub: with ``--workers N`` the worker that answers adds up every
+    worker's counts (``"workers"``, ``"pids"``; ``"pid"`` is the answering worker), counted before each answer
+    went out. Workers shut down when their supervisor dies (even by SIGKILL). The start is refused (exit 2) for
+    a database that cannot be written (a read-only file too) and for a ``--keys-file`` without any key (it would
+    leave authentication off); a keys file may start with a UTF-8 byte order mark.
     Access log: one JSON line per request on the logger ``eventpush.hub.access``. Realtime: after each commit
     every stored event is published to ``/collections/connect/{collection}`` or ``/collections/barchart/events``
     (not in ``--sink`` mode, where nothing is committed).

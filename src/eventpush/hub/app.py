@@ -22,6 +22,7 @@ from .config import HubConfig
 from .jsonkeys import repeated_key
 from .stats import Stats
 from .storage import SinkStorage, SQLiteStorage, Storage
+from .workers import WorkerLink, merge
 
 __all__ = ["HubApp", "create_app", "configure_logging"]
 
@@ -128,6 +129,8 @@ class HubApp:
         self._inflight = 0
         self._idle: Optional[asyncio.Event] = None
         self._channels: Dict[Tuple[str, str], str] = {}
+        #: with ``eventpush serve --workers N``: the link to the supervisor and the other workers (hub.workers)
+        self.link: Optional[WorkerLink] = None
 
     # ------------------------------------------------------------------ ASGI entry
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -164,6 +167,10 @@ class HubApp:
         self._idle = asyncio.Event()
         self._idle.set()
         await self.storage.start()
+        link = WorkerLink.from_env(self.stats.snapshot)
+        if link is not None:
+            await link.start()
+            self.link = link
         if cfg.realtime:
             await self._start_realtime()
         if not cfg.projects:
@@ -220,6 +227,9 @@ class HubApp:
                 await self.realtime.shutdown()
             except Exception:
                 log.exception("realtime shutdown failed")
+        if self.link is not None:
+            await self.link.close()
+            self.link = None
         log.info("hub stopped (pid %d); database closed", os.getpid())
 
     # ------------------------------------------------------------------ websocket
@@ -258,6 +268,7 @@ class HubApp:
             self._idle.clear()
         headers: Headers = _JSON
         bytes_out = 0
+        cancelled: Optional[asyncio.CancelledError] = None
         try:
             try:
                 status, body, headers = await self._route(scope, receive, req)
@@ -273,14 +284,24 @@ class HubApp:
             except ClientGone:
                 status, body = 499, b""
                 req.reason = "client disconnected"
-            except Exception as exc:
-                log.exception("request failed: %s %s", scope["method"], _loggable(path))
+            except (Exception, asyncio.CancelledError) as exc:
                 status = 500
-                req.reason = f"internal error: {exc!r}"
+                if isinstance(exc, asyncio.CancelledError):
+                    # The server cancelled the request (uvicorn: --graceful-timeout ran out). Its write was
+                    # withdrawn (SQLiteStorage.insert): nothing of it is stored, which the hub's own 500 says;
+                    # the cancellation goes on once it is sent.
+                    cancelled = exc
+                    req.reason = "cancelled by the server (graceful shutdown timeout?); nothing stored"
+                else:
+                    log.exception("request failed: %s %s", scope["method"], _loggable(path))
+                    req.reason = f"internal error: {exc!r}"
                 if req.api == "barchart":
                     body = orjson.dumps([bc.reason("REQUEST_GENERAL_FAILURE", bc.MSG_GENERAL_FAILURE)])
                 else:
                     body = _connect_error(cn.MSG_SERVER_ERROR)
+            if status != 499:
+                # counted before the answer goes out: a /stats read after it (any worker) includes this request
+                self.stats.request(req.bytes_in, status >= 400)
             if type(body) is _Stream:
                 await send({"type": "http.response.start", "status": status, "headers": headers})  # chunked
                 sent = 0
@@ -307,7 +328,8 @@ class HubApp:
             self._inflight -= 1
             if self._inflight == 0 and self._idle is not None:
                 self._idle.set()
-        self.stats.request(req.bytes_in, status >= 400)
+        if status == 499:
+            self.stats.request(req.bytes_in, True)
         if status >= 400 and status != 404:
             log.info("%s %s -> %d: %s", scope["method"], _loggable(path), status, _loggable(req.reason or "rejected"))
         if self.config.access_log and access_log.isEnabledFor(logging.INFO):
@@ -332,6 +354,8 @@ class HubApp:
                     }
                 ).decode()
             )
+        if cancelled is not None:
+            raise cancelled
 
     async def _route(self, scope: Scope, receive: Receive, req: _Req) -> Tuple[int, bytes, Headers]:
         method = scope["method"]
@@ -374,12 +398,17 @@ class HubApp:
                  "realtime": self.realtime is not None}), _JSON
         if path == "/stats":
             self._allow(method, ("GET",))
-            return 200, orjson.dumps(self.stats.snapshot(
+            doc = self.stats.snapshot(
                 storage="sink" if self.config.sink else "sqlite",
                 db=None if self.config.sink else self.config.db,
                 realtime=self.realtime is not None,
                 realtime_error=self.realtime_error,
-            )), _JSON
+            )
+            if self.link is not None:  # --workers N: the whole hub, every worker's counts
+                return 200, orjson.dumps(merge(doc, await self.link.others())), _JSON
+            doc["workers"] = 1
+            doc["pids"] = [doc["pid"]]
+            return 200, orjson.dumps(doc), _JSON
         if path == "/push.js":
             self._allow(method, ("GET", "HEAD"))
             if self.realtime is None:

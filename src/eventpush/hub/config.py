@@ -143,21 +143,33 @@ def load_keys_file(path: str) -> Dict[str, FrozenSet[str]]:
 
     Either a JSON object ``{"project id": "key" | ["key", …]}`` or text with one ``PROJECT_ID:API_KEY`` per line
     (blank lines and ``#`` comments ignored). A project may appear several times (push key, master key, …).
+    UTF-8, with or without a byte order mark (Windows editors write one). A file without any key raises
+    ``ValueError``: the hub would otherwise run without authentication (no project configured = any key).
     """
     with open(path, "rb") as f:
         raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")  # a leading BOM is not part of the first project id
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text: {exc}") from None
     projects: Dict[str, set] = {}
-    stripped = raw.strip()
-    if stripped.startswith(b"{"):
-        data = orjson.loads(stripped)
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            data = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, dict):  # pragma: no cover - a text starting with "{" that parses is an object
+            raise ValueError(f"{path}: expected a JSON object of project ids")
         for project, keys in data.items():
             if isinstance(keys, str):
                 keys = [keys]
             if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
                 raise ValueError(f"{path}: project {project!r}: keys must be a string or a list of strings")
-            projects.setdefault(project, set()).update(keys)
+            if keys:
+                projects.setdefault(project, set()).update(keys)
     else:
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        for lineno, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
@@ -166,4 +178,7 @@ def load_keys_file(path: str) -> Dict[str, FrozenSet[str]]:
             except ValueError as exc:
                 raise ValueError(f"{path}:{lineno}: {exc}") from None
             projects.setdefault(project, set()).add(key)
+    if not projects:
+        raise ValueError(f"{path}: the keys file holds no project keys; an empty keys file would leave the hub "
+                         "open to any key (add PROJECT_ID:API_KEY lines, or leave out --keys-file)")
     return {p: frozenset(k) for p, k in projects.items()}

@@ -1,4 +1,5 @@
-"""Per-process counters behind ``GET /stats``."""
+"""One process's counters behind ``GET /stats`` (with ``--workers N`` the answering worker adds up every
+worker's snapshot: :mod:`eventpush.hub.workers`)."""
 
 from __future__ import annotations
 

@@ -70,11 +70,16 @@ _RESTART_WAIT = 2.0
 #: A group commit takes pending requests until it holds this many events (at least one request).
 _GROUP_EVENTS = 25_000
 
+# Where a request's write stands (changed under SQLiteStorage._lock only).
+_QUEUED = 0  # in _pending: a cancelled handler takes it out
+_TAKEN = 1  # in the writer thread's current group, not committed: a cancelled handler marks it withdrawn
+_COMMITTING = 2  # its transaction's COMMIT runs (or ran): it can no longer be withdrawn
+
 
 class _Write:
     """One request's insert, queued for the writer thread."""
 
-    __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error")
+    __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error", "state", "withdrawn")
 
     def __init__(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str],
                  future: "asyncio.Future[List[int]]") -> None:
@@ -86,12 +91,14 @@ class _Write:
         self.future = future
         self.dups: List[int] = []
         self.error: Optional[BaseException] = None
+        self.state = _QUEUED
+        self.withdrawn = False
 
 
 def _resolve(writes: List[_Write]) -> None:
     """On the event loop: hand each request its result (a request whose handler was cancelled is skipped)."""
     for w in writes:
-        if w.future.cancelled():
+        if w.future.done():
             continue
         if w.error is not None:
             w.future.set_exception(w.error)
@@ -133,11 +140,32 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
         conn.execute(stmt)
 
 
+def _check_writable(conn: sqlite3.Connection, path: str) -> None:
+    """Raise ``sqlite3.OperationalError`` unless this connection can write the database.
+
+    SQLite opens a file it may not write (a read-only file or mount in a writable directory) read-only without a
+    word, and the schema statements (``IF NOT EXISTS``) pass on an existing database: the hub would start
+    "healthy" and answer every write with 500. So a write is tried in a transaction that is rolled back (it
+    takes the write lock for a moment: with another writer busy, it waits up to the busy timeout)."""
+    if path == ":memory:":
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {int(version)}")  # writes the header page: refused when read-only
+    except sqlite3.OperationalError as exc:
+        raise sqlite3.OperationalError(f"the database is not writable ({exc})") from None
+    finally:
+        conn.execute("ROLLBACK")
+
+
 def init_db(path: str, *, busy_timeout: float = 30.0) -> None:
-    """Create the schema and switch the file to WAL (done once by ``serve`` before workers start)."""
+    """Create the schema and switch the file to WAL (done once by ``serve`` before workers start); raise
+    ``sqlite3.Error`` when the database cannot be opened, or not written."""
     conn = _connect(path, busy_timeout, "normal")
     try:
         _ensure_schema(conn)
+        _check_writable(conn, path)
     finally:
         conn.close()
 
@@ -281,6 +309,7 @@ class SQLiteStorage(Storage):
 
     def _create_schema(self) -> None:
         _ensure_schema(self._local.conn)
+        _check_writable(self._local.conn, self.path)  # a read-only database fails the start, not every write
         if self.path != ":memory:":
             self._local.conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_loop does it
             # a restarted WAL is cut back to this size (the file would otherwise keep its high-water mark)
@@ -308,7 +337,14 @@ class SQLiteStorage(Storage):
 
     async def insert(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str] = None) -> List[int]:
         """Store ``groups`` atomically; returns the positions of duplicates. ``seq_ids``: the events' ids are
-        ``"{seq_ids}/{position}"`` (Barchart), else each event's root ``id``. Returns after the commit."""
+        ``"{seq_ids}/{position}"`` (Barchart), else each event's root ``id``. Returns after the commit.
+
+        Cancelled (e.g. by the server's graceful-shutdown timeout), the request is withdrawn: taken out of the
+        queue, or, when the writer thread already holds it in an open transaction, left out of what that
+        transaction commits (the others of its group are still committed). Nothing of it is stored, and the
+        cancellation goes on. Only when its COMMIT is already running is it too late to withdraw: then the
+        commit's outcome is awaited and returned as if there had been no cancellation (the request is answered
+        for what happened to it)."""
         loop = asyncio.get_running_loop()
         write = _Write(api, project, groups, seq_ids, loop.create_future())
         with self._lock:
@@ -318,7 +354,42 @@ class SQLiteStorage(Storage):
             if not self._draining:
                 self._draining = True
                 self._writer.submit(self._drain)
-        return await write.future
+        try:
+            # shielded: a cancellation must not cancel the future the writer thread resolves (see below)
+            return await asyncio.shield(write.future)
+        except asyncio.CancelledError:
+            if self._withdraw(write):
+                write.future.cancel()  # nobody waits for it any more (_resolve skips it)
+                log.warning("a %s request was cancelled before its commit: withdrawn, nothing of it stored", api)
+                raise
+        # Too late to withdraw: its transaction is committing. Its outcome decides the answer.
+        log.warning("a %s request was cancelled while its transaction committed: answered as committed", api)
+        absorbed = 1
+        while True:
+            try:
+                result = await asyncio.shield(write.future)
+                break
+            except asyncio.CancelledError:
+                absorbed += 1
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)  # Python 3.11+: mark them handled
+        if uncancel is not None:
+            for _ in range(absorbed):
+                uncancel()
+        return result
+
+    def _withdraw(self, write: _Write) -> bool:
+        """Take a cancelled request back before its commit; ``False`` when its COMMIT already runs."""
+        with self._lock:
+            if write.state == _QUEUED:
+                try:
+                    self._pending.remove(write)
+                except ValueError:  # pragma: no cover - a queued write is in _pending
+                    pass
+                return True
+            if write.state == _TAKEN:
+                write.withdrawn = True  # the writer thread leaves it out of the transaction (_transaction)
+                return True
+            return False
 
     def _drain(self) -> None:
         """Writer thread: commit what is pending, a group of requests per transaction, until nothing is left."""
@@ -332,6 +403,8 @@ class SQLiteStorage(Storage):
                 while self._pending and n < _GROUP_EVENTS:
                     n += self._pending[0].size
                     group.append(self._pending.popleft())
+                for w in group:
+                    w.state = _TAKEN
             self._writes_open.wait()  # cleared only while the checkpoint thread restarts the WAL
             try:
                 self._commit(group)
@@ -376,19 +449,48 @@ class SQLiteStorage(Storage):
             self._cids[key] = cid
         return cid
 
+    def _live(self, writes: List["_Write"]) -> List["_Write"]:
+        """The writes of ``writes`` whose handlers still wait (not withdrawn)."""
+        with self._lock:
+            return [w for w in writes if not w.withdrawn]
+
     def _transaction(self, writes: List["_Write"]) -> None:
+        """One transaction for ``writes``, each all or nothing. A write withdrawn (its handler was cancelled)
+        before the COMMIT is left out: the transaction is rolled back and run again without it."""
         conn: sqlite3.Connection = self._local.conn
-        conn.execute("BEGIN IMMEDIATE")
+        writes = self._live(writes)
+        if not writes:
+            return
+        conn.execute("BEGIN IMMEDIATE")  # may wait long for the write lock: withdrawals are checked after it
         try:
-            for w in writes:
-                w.dups = self._insert(conn, w)
+            while True:
+                writes = self._live(writes)
+                for w in writes:
+                    w.dups = self._insert(conn, w)
+                with self._lock:
+                    if not any(w.withdrawn for w in writes):
+                        for w in writes:  # past this point a cancelled handler waits for the outcome
+                            w.state = _COMMITTING
+                        break
+                # a handler was cancelled meanwhile: its rows must not commit with the others
+                conn.execute("ROLLBACK")
+                self._cids.clear()
+                conn.execute("BEGIN IMMEDIATE")  # this connection held the write lock a moment ago
+            if not writes:
+                conn.execute("ROLLBACK")
+                return
             conn.execute("COMMIT")
         except BaseException:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
             self._cids.clear()  # a rolled-back collection row must not stay cached
+            with self._lock:  # nothing was committed: a retry alone (_commit) may still leave a withdrawn one out
+                for w in writes:
+                    if w.state == _COMMITTING:
+                        w.state = _TAKEN
             raise
         self.transactions += 1
         self._checkpoint_wake.set()
