@@ -15,10 +15,17 @@ collection and tag, so any subset can be re-framed for a retry from the stored b
 Errors: bad input raises ``eventpush.errors.EventValidationError`` (rules, with the spec's exact messages in
 ``.message`` and ``.errors``), ``EventTooLargeError`` (per-event limit, ``.message`` = the dialect's
 ``too_large_message``), or ``EventTypeError`` (not a dict; unserializable value; unsupported key; NaN/Infinity;
-nesting that orjson refuses: 255 nested containers), each naming ``.index``, ``.collection`` and ``.field``
+nesting that orjson refuses: 255 nested containers, dicts, lists and tuples (and their subclasses) counted alike,
+checked before orjson sees the event), each naming ``.index``, ``.collection`` and ``.field``
 (dotted path such as ``"a.b[2].c"``; for rule errors the field as the rules name it, e.g. connect-python's leaf
 property name). A failing event never leaves partial bytes in a batch. Checks run in this order: collection
-name, the rules (all rule errors of one event in one exception), serialization, the per-event size limit.
+name, the rules (all rule errors of one event in one exception), serialization, the per-event size limit. An aware
+datetime whose UTC value falls outside years 1–9999 is an ``EventValidationError``: for the Connect-Ruby rules
+(``"Date value out of range: …"``, ``.field`` its path), for Barchart the timestamp field's rule error.
+
+Subclasses of ``dict`` and ``str`` are judged by their data (a dict's own storage, a str's characters), never by
+overridden methods; ids and timestamps are stamped through the subclass's own ``__setitem__`` (an
+``OrderedDict`` keeps its order), and the Connect-Ruby rules read a subclass's items through its ``items()``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,9 @@ class Batch:
     Batches are made by an ``Encoder`` (the constructor is not public) and cannot be pickled (send ``body()``).
     In the twin a ``Batch`` is a ``bytes`` subclass holding the body (so ``memoryview(batch)`` is zero-copy and
     read-only on every Python); it counts exported views, and so refuses ``release()`` while one is alive, only
-    on Python 3.12+ (PEP 688). The compiled core counts them on every version.
+    on Python 3.12+ (PEP 688). The compiled core counts them on every version. After ``release()``, ``bytes(batch)``
+    is empty in both; a twin batch's ``memoryview`` is empty from Python 3.12 (before, a ``bytes`` subclass cannot
+    change what its buffer shows, and ``==`` / slicing always see the ``bytes`` it is).
     """
 
     @property
@@ -161,7 +170,7 @@ def hub_timestamp_ok(text: str) -> bool:
     """``True`` when ``text`` is a timestamp the hub accepts: ``YYYY-MM-DDTHH:MM[:SS[.1-9 digits]]`` with an
     optional ``Z`` or ``±HH[:]MM`` offset (month 01–12, day 01–31, hour 00–23, minute 00–59, second 00–60)."""
 
-def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:
+def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[Tuple[List[str], List[bytes]]]:
     """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict
     with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which
     ``hub_timestamp_ok`` holds, whose keys are ASCII strings the hub cannot refuse at any depth (none with a ``.``
@@ -169,7 +178,8 @@ def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[
     data (64-bit ints, finite floats below 2**63 in size: larger ones are how orjson.loads gives an integer too
     large for it) nested less than 255 deep, and whose body is at most ``max_event_bytes``;
     ``bodies[i] == orjson.dumps(events[i])``. ``None`` otherwise: the hub's exact path then decides, event by
-    event, and says why."""
+    event, and says why. ``events`` may be any iterable (read until the first event that fails);
+    ``max_event_bytes`` any number."""
 
 class BatcherBase:
     """The hot path of ``eventpush.batcher.Batcher`` (its base class): ``push``. The subclass owns everything else
@@ -180,7 +190,8 @@ class BatcherBase:
     _ready: Any
     _work: Any
     _buffered: int
-    _limit: int
+    _limit: float
+    """Any number (``math.inf``: no limit); ``push`` calls ``_make_room()`` while ``_buffered >= _limit``."""
     def _make_room(self) -> None: ...
     def push(self, event: Any, collection: Optional[str] = None) -> None:
         """Validate, stamp and encode ``event`` now; delivery happens in the background (see ``Batcher``)."""

@@ -16,6 +16,7 @@ from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.datetime cimport (
     PyDate_Check,
+    PyDate_CheckExact,
     PyDateTime_Check,
     PyDateTime_CheckExact,
     PyTime_Check,
@@ -28,18 +29,29 @@ from cpython.datetime cimport (
     datetime_second,
     datetime_tzinfo,
     datetime_year,
+    date_day,
+    date_month,
+    date_year,
     import_datetime,
 )
-from cpython.dict cimport PyDict_Check, PyDict_Contains, PyDict_GetItem, PyDict_Next, PyDict_SetItem
+from cpython.dict cimport (
+    PyDict_Check,
+    PyDict_Contains,
+    PyDict_GetItemWithError,
+    PyDict_Next,
+    PyDict_SetItem,
+    PyDict_Size,
+)
 from cpython.list cimport PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
+from cpython.pyport cimport PY_SSIZE_T_MAX, PY_SSIZE_T_MIN
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
-from libc.math cimport frexp, isfinite, ldexp, llround
+from libc.math cimport ceil, frexp, isfinite, ldexp, llround
 from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcpy, strlen
 
@@ -117,6 +129,8 @@ cdef tuple _DUMPS_KWNAMES = ("default", "option")
 cdef object _os_urandom = os.urandom
 cdef object _DIALECT_LIMIT = _py._DIALECT_LIMIT
 cdef object _UNSET = object()
+cdef object _DEEP = _py._DEEP  # stands where a container sits MAX_DEPTH deep (Ruby-style conversion)
+cdef object _MISSING = _py._MISSING
 
 
 cdef bytes _call_dumps(object obj, object default, object option):
@@ -1033,6 +1047,7 @@ cdef enum:
     SCAN_SLOW = 2          # NaN/Infinity, an aware datetime, a time, or nesting orjson refuses: the twin's path
     SCAN_NONSTR_KEY = 4    # a key that is not exactly str: orjson needs OPT_NON_STR_KEYS
     SCAN_NONASCII_TOP = 8  # a non-ASCII top-level key: _top_reserved decides tp_ / _id
+    SCAN_DEEP = 16         # a container (dict, list or tuple) sits MAX_DEPTH deep: orjson must not see it
 
 
 cdef int _scan(object obj, int depth, bint keys) except -1:
@@ -1047,7 +1062,7 @@ cdef int _scan(object obj, int depth, bint keys) except -1:
     cdef PyObject* v
     cdef int flags = 0
     if depth >= MAX_DEPTH:
-        return SCAN_SLOW
+        return SCAN_SLOW | SCAN_DEEP
     if PyDict_Check(obj):
         while PyDict_Next(obj, &pos, &k, &v):
             if not PyUnicode_CheckExact(<object>k):
@@ -1116,10 +1131,41 @@ cdef inline int _scan_value(object v, int depth, bint keys) except -1:
         # PERF: the exact type's tzinfo read from the struct (a subclass may override the attribute)
         return 0 if datetime_tzinfo(v) is None else SCAN_SLOW
     if PyDateTime_Check(v):
-        return 0 if v.tzinfo is None else SCAN_SLOW
+        # a subclass: the twin's path (isoformat(), as the twin writes it); reading its tzinfo could run Python
+        # code that changes the dict this walk reads with borrowed references
+        return SCAN_SLOW
     if PyTime_Check(v):
         return SCAN_SLOW  # orjson 3.x drops a zero of microseconds 10000..99999 in a time: isoformat() it is
     return 0
+
+
+cdef bint _too_deep(object obj, int depth) noexcept:
+    """The twin's ``_too_deep`` in C: whether ``obj`` (a dict, list or tuple, or a subclass, sitting ``depth`` deep)
+    or a container inside it sits ``MAX_DEPTH`` deep, over their own storage (what orjson writes; orjson 3.13 does
+    not count tuples). Runs no Python code."""
+    cdef Py_ssize_t pos = 0, i
+    cdef PyObject* k
+    cdef PyObject* v
+    if depth >= MAX_DEPTH:
+        return True
+    if PyDict_Check(obj):
+        while PyDict_Next(obj, &pos, &k, &v):
+            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
+                    _too_deep(<object>v, depth + 1):
+                return True
+    elif PyList_Check(obj):
+        for i in range(PyList_GET_SIZE(obj)):
+            v = PyList_GET_ITEM(obj, i)
+            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
+                    _too_deep(<object>v, depth + 1):
+                return True
+    else:
+        for i in range(PyTuple_GET_SIZE(obj)):
+            v = PyTuple_GET_ITEM(obj, i)
+            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
+                    _too_deep(<object>v, depth + 1):
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1471,22 +1517,32 @@ cdef inline bint _hub_timestamp_str_ok(object text) noexcept:
         <const unsigned char*>PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text))
 
 
-def hub_timestamp_ok(str text):
+def hub_timestamp_ok(text):
     """``True`` when ``text`` is a timestamp the hub accepts (for the differential tests)."""
-    return _hub_timestamp_str_ok(text)
+    if PyUnicode_CheckExact(text):
+        return _hub_timestamp_str_ok(text)
+    return _py.hub_timestamp_ok(text)  # a str subclass (its characters), or the twin's error for a non-str
 
 
-def hub_connect_bulk(list events, Py_ssize_t max_event_bytes):
+def hub_connect_bulk(events, max_event_bytes):
     """The hub's bulk path for one collection of a Connect batch (see ``_core.pyi``): ``(ids, bodies)`` when every
     event is a dict with a valid string ``id`` (unique in ``events``) and ISO ``timestamp``, no key the hub might
     refuse at any depth, at most ``max_event_bytes`` once written; ``None`` (the caller's exact path decides)
     otherwise. ``bodies[i]`` is ``orjson.dumps(events[i])``, byte for byte."""
-    cdef Py_ssize_t i, n = PyList_GET_SIZE(events), ln
+    cdef Py_ssize_t ln, limit = 0
     cdef object ev, eid, ts
     cdef list ids = [], bodies = []
     cdef _Buf out = _Buf()
-    for i in range(n):
-        ev = <object>PyList_GET_ITEM(events, i)
+    cdef int overflow = 0
+    cdef long long ll
+    cdef bint exact_limit = PyLong_CheckExact(max_event_bytes)
+    if exact_limit:
+        # any int: beyond the C range every body fits (or none does), as the twin's comparison says
+        ll = PyLong_AsLongLongAndOverflow(max_event_bytes, &overflow)
+        limit = (PY_SSIZE_T_MAX if overflow > 0 else -1 if overflow < 0 or ll < -1 else
+                 <Py_ssize_t>ll if ll <= PY_SSIZE_T_MAX else PY_SSIZE_T_MAX)
+    # any iterable, read as the twin reads it (a list by index, re-checking its length: user code may run)
+    for ev in events:
         if not PyDict_CheckExact(ev):
             return None
         eid = (<dict>ev).get(_K_ID)
@@ -1499,11 +1555,13 @@ def hub_connect_bulk(list events, Py_ssize_t max_event_bytes):
         if not PyUnicode_CheckExact(ts) or not _hub_timestamp_str_ok(ts):
             return None
         out.len = 0
-        if _w_dict(out, ev, 1, KEYS_ALL) != W_OK or out.len > max_event_bytes:
+        if _w_dict(out, ev, 1, KEYS_ALL) != W_OK:
+            return None
+        if (out.len > limit) if exact_limit else (out.len > max_event_bytes):
             return None
         ids.append(eid)
         bodies.append(PyBytes_FromStringAndSize(out.data, out.len))
-    if len(set(ids)) != n:
+    if len(set(ids)) != len(ids):
         return None
     return ids, bodies
 
@@ -1522,32 +1580,56 @@ cdef bint _tp_prefixed(dict event):
     return False
 
 
+cdef int _rb_items(dict out, dict d, int depth) except -1:
+    """``out[k] = _rb_convert(v, depth)`` for the items of the exact dict ``d``, as the twin's ``d.items()`` loop:
+    owned references (the conversion may run Python code that changes ``d``) and the dict iterator's own checks."""
+    cdef Py_ssize_t pos = 0, used = PyDict_Size(d), left = used
+    cdef PyObject* kp
+    cdef PyObject* vp
+    cdef object k, v
+    while True:
+        if PyDict_Size(d) != used:
+            raise RuntimeError("dictionary changed size during iteration")
+        if not PyDict_Next(d, &pos, &kp, &vp):
+            return 0
+        if left == 0:
+            raise RuntimeError("dictionary keys changed during iteration")
+        left -= 1
+        k = <object>kp
+        v = <object>vp
+        PyDict_SetItem(out, k, _rb_convert(v, depth))
+
+
 cdef object _rb_convert(object v, int depth):
-    cdef Py_ssize_t pos = 0
-    cdef PyObject* k
-    cdef PyObject* x
     cdef dict out
     cdef char tmp[24]
-    cdef object tz
     if PyUnicode_CheckExact(v) or PyLong_CheckExact(v) or v is None or PyBool_Check(v) or type(v) is float:
         return v
-    if PyDateTime_Check(v):
-        tz = v.tzinfo
-        if tz is None:
-            _fmt_seconds(tmp, v.year, v.month, v.day, v.hour, v.minute, v.second)
+    if PyDateTime_CheckExact(v):
+        if datetime_tzinfo(v) is None:
+            _fmt_seconds(tmp, datetime_year(v), datetime_month(v), datetime_day(v), datetime_hour(v),
+                         datetime_minute(v), datetime_second(v))
             tmp[19] = b'Z'
             return _ascii(tmp, 20)
         return _py._rb_convert(v, depth)
-    if PyDate_Check(v):
-        _fmt_seconds(tmp, v.year, v.month, v.day, 0, 0, 0)
+    if PyDate_CheckExact(v):
+        _fmt_seconds(tmp, date_year(v), date_month(v), date_day(v), 0, 0, 0)
         tmp[19] = b'Z'
         return _ascii(tmp, 20)
+    if PyDate_Check(v):
+        # a subclass (of datetime too): the twin's conversion, which runs what Python code it runs
+        return _py._rb_convert(v, depth)
     if depth >= MAX_DEPTH:
-        return v
+        # orjson must never see it (it does not count tuples): the twin's _find_problem names the field
+        return _DEEP if (PyDict_Check(v) or PyList_Check(v) or PyTuple_Check(v)) else v
+    if PyDict_CheckExact(v):
+        out = {}
+        _rb_items(out, <dict>v, depth + 1)
+        return out
     if PyDict_Check(v):
         out = {}
-        while PyDict_Next(v, &pos, &k, &x):
-            PyDict_SetItem(out, <object>k, _rb_convert(<object>x, depth + 1))
+        for k2, x2 in v.items():  # a subclass: its own items(), as the twin reads it
+            out[k2] = _rb_convert(x2, depth + 1)
         return out
     if PyList_Check(v) or PyTuple_Check(v):
         return [_rb_convert(x2, depth + 1) for x2 in v]
@@ -1592,8 +1674,9 @@ cdef class Encoder:
         self._rules = (RULES_CONNECT_PY if rules == "connect_py" else RULES_CONNECT_RB if rules == "connect_rb"
                        else RULES_BARCHART if rules == "barchart" else RULES_NONE)
         self._framing = _framing_code(dialect.framing)
-        self._max_events = -1 if max_batch_events is None else max_batch_events
-        self._max_bytes = -1 if max_batch_bytes is None else max_batch_bytes
+        # beyond the C range a limit cannot be reached: the largest Py_ssize_t says the same
+        self._max_events = -1 if max_batch_events is None else min(max_batch_events, PY_SSIZE_T_MAX)
+        self._max_bytes = -1 if max_batch_bytes is None else min(max_batch_bytes, PY_SSIZE_T_MAX)
         self._max_event = -1 if dialect.max_event_bytes is None else dialect.max_event_bytes
         self._too_large = dialect.too_large_message
         self._clock = clock
@@ -1635,22 +1718,37 @@ cdef class Encoder:
     cdef bytes _connect_py(self, object event):
         """The event's bytes, or None when they are in the scratch buffer (the writer's common case)."""
         cdef dict d
-        cdef PyObject* ts
+        cdef PyObject* tsp
+        cdef object ts
         cdef bint ts_ok = True
+        cdef bint exact
         cdef bytes data
         cdef int flags
         cdef _Buf out
         if not PyDict_Check(event):
             raise EventTypeError(_py.MSG_NOT_DICT)
         d = <dict>event
+        exact = PyDict_CheckExact(event)
+        # the storage decides (errors of a key's __eq__ propagate); the stamps of a subclass go through its own
+        # __setitem__ (an OrderedDict's order), as the twin writes them
         if not PyDict_Contains(d, _K_ID):
-            d[_K_ID] = self._pool.uuid()
-        ts = PyDict_GetItem(d, _K_TIMESTAMP)
-        if ts == NULL:
-            d[_K_TIMESTAMP] = _naive_datetime(self._now())
-        elif not PyDateTime_Check(<object>ts):
-            ts_ok = hasattr(<object>ts, "date")
-        if ts_ok and PyDict_CheckExact(d):
+            if exact:
+                PyDict_SetItem(d, _K_ID, self._pool.uuid())
+            else:
+                event[_K_ID] = self._pool.uuid()
+        if not PyDict_Contains(d, _K_TIMESTAMP):
+            if exact:
+                PyDict_SetItem(d, _K_TIMESTAMP, _naive_datetime(self._now()))
+            else:
+                event[_K_TIMESTAMP] = _naive_datetime(self._now())
+        else:
+            tsp = PyDict_GetItemWithError(d, _K_TIMESTAMP)  # the twin's event["timestamp"]
+            if tsp == NULL:
+                raise KeyError(_K_TIMESTAMP)
+            if not PyDateTime_CheckExact(<object>tsp):
+                ts = <object>tsp  # owned: hasattr may run Python code that changes the dict
+                ts_ok = hasattr(ts, "date")
+        if ts_ok and exact:
             # PERF: validation and JSON in one walk, straight into the scratch buffer (no bytes object, no
             # second walk); anything the writer does not do itself goes on to the scan + orjson path below
             out = self._scratch
@@ -1661,7 +1759,8 @@ cdef class Encoder:
         if not ts_ok or (flags & (SCAN_BAD_KEY | SCAN_SLOW)) or ((flags & SCAN_NONASCII_TOP) and _top_reserved(d)):
             _py._connect_py_check(d, ts_ok)
         if flags & SCAN_SLOW:
-            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default)
+            # the scan measured the depth: nothing MAX_DEPTH deep reaches orjson
+            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default, True, (flags & SCAN_DEEP) != 0)
         # PERF: one plain orjson call. Naive datetimes and dates are formatted natively (byte-equal to the
         # isoformat() the twin calls through OPT_PASSTHROUGH_DATETIME); OPT_NON_STR_KEYS (slower) only when a key
         # needs it; objects that need default= (other .isoformat() types) make orjson raise and take the twin's path.
@@ -1671,26 +1770,29 @@ cdef class Encoder:
             else:
                 data = _dumps(d)
         except TypeError:
-            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default)
+            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default, True, False)
         return data
 
     cdef bytes _connect_rb(self, object event):
         cdef dict d, out
-        cdef Py_ssize_t pos = 0
-        cdef PyObject* k
         cdef PyObject* v
-        cdef PyObject* ts
         cdef char tmp[24]
         cdef _Civil c
         cdef bytes data
         if not PyDict_Check(event):
             raise EventTypeError(_py.MSG_NOT_DICT)
         d = <dict>event
-        if _tp_prefixed(d):
-            _py._rb_check(d)
+        if not PyDict_CheckExact(event) or _tp_prefixed(d):
+            _py._rb_check(event)  # a subclass: the twin iterates it as Python does
         out = {}
-        v = PyDict_GetItem(d, _K_ID)
-        out[_K_ID] = <object>v if v != NULL else self._pool.uuid()
+        # the twin's lookups: "id" in event, then event["id"] (errors of a key's __eq__ propagate)
+        if PyDict_Contains(d, _K_ID):
+            v = PyDict_GetItemWithError(d, _K_ID)
+            if v == NULL:
+                raise KeyError(_K_ID)
+            out[_K_ID] = <object>v
+        else:
+            out[_K_ID] = self._pool.uuid()
         if PyDict_Contains(d, _K_TIMESTAMP):
             out[_K_TIMESTAMP] = None
         else:
@@ -1698,14 +1800,21 @@ cdef class Encoder:
             _fmt_seconds(tmp, c.year, c.month, c.day, c.hour, c.minute, c.second)
             tmp[19] = b'Z'
             out[_K_TIMESTAMP] = _ascii(tmp, 20)
-        while PyDict_Next(d, &pos, &k, &v):
-            PyDict_SetItem(out, <object>k, _rb_convert(<object>v, 1))
+        try:
+            if PyDict_CheckExact(event):
+                _rb_items(out, d, 1)
+            else:
+                for k, x in event.items():  # a subclass (an OrderedDict): its own items(), as the twin reads it
+                    out[k] = _rb_convert(x, 1)
+        except OverflowError:  # an aware datetime whose UTC value is outside years 1-9999
+            raise _py._rb_date_error(event) from None
+        # only dicts and lists, none MAX_DEPTH deep (_DEEP stands there, and orjson refuses it): safe for orjson
         try:
             data = _dumps(out)
         except TypeError:
-            return _py._serialize(out, 0, None)
+            return _py._serialize(out, 0, None, True, False)
         if _has_null(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)):
-            return _py._serialize(out, 0, None)
+            return _py._serialize(out, 0, None, True, False)
         return data
 
     cdef bint _bc_code(self, object v, object allowed) except -1:
@@ -1726,18 +1835,18 @@ cdef class Encoder:
         if not PyDict_Check(event):
             return False
         out.write(b'{"customer":', 12)
-        v = PyDict_GetItem(event, _K_CUSTOMER)
+        v = PyDict_GetItemWithError(event, _K_CUSTOMER)
         if v == NULL or not self._bc_code(<object>v, self._c_customer):
             return False
         out.write(b',"product":', 11)
-        v = PyDict_GetItem(event, _K_PRODUCT)
+        v = PyDict_GetItemWithError(event, _K_PRODUCT)
         if v == NULL or not self._bc_code(<object>v, self._c_product):
             return False
         out.write(b',"type":', 8)
-        v = PyDict_GetItem(event, _K_TYPE)
+        v = PyDict_GetItemWithError(event, _K_TYPE)
         if v == NULL or not self._bc_code(<object>v, self._c_type):
             return False
-        v = PyDict_GetItem(event, _K_VERSION)
+        v = PyDict_GetItemWithError(event, _K_VERSION)
         if v != NULL and <object>v is not None:
             if not PyUnicode_CheckExact(<object>v):
                 return False
@@ -1745,7 +1854,7 @@ cdef class Encoder:
             if _write_json_str(out, <object>v):
                 return False
         out.write(b',"timestamp":', 13)
-        v = PyDict_GetItem(event, _K_TIMESTAMP)
+        v = PyDict_GetItemWithError(event, _K_TIMESTAMP)
         if v == NULL:
             return False
         if PyLong_CheckExact(<object>v):
@@ -1761,7 +1870,7 @@ cdef class Encoder:
             return False
         _write_ll(out, ts)
         out.write(b',"context":[', 12)
-        v = PyDict_GetItem(event, _K_CONTEXT)
+        v = PyDict_GetItemWithError(event, _K_CONTEXT)
         if v == NULL or not PyList_CheckExact(<object>v):
             return False
         ctx = <object>v
@@ -1812,14 +1921,17 @@ cdef class Encoder:
             data = _py._prepare_barchart(event, self._codes)
         elif rules == RULES_CONNECT_RB:
             data = self._connect_rb(event)
+        elif (PyDict_Check(event) or PyList_Check(event) or PyTuple_Check(event)) and _too_deep(event, 1):
+            # the depth guard (orjson does not count tuples): refused as orjson refuses a list that deep
+            data = _py._serialize(event, 0, None, True, True)
         else:
             try:
                 data = _dumps(event)
             except TypeError:
-                data = _py._serialize(event, 0, None)
+                data = _py._serialize(event, 0, None, True, False)
             else:
                 if _has_null(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)):
-                    data = _py._serialize(event, 0, None)
+                    data = _py._serialize(event, 0, None, True, False)
         if self._max_event >= 0 and PyBytes_GET_SIZE(data) > self._max_event:
             raise EventTooLargeError(self._too_large)
         return data
@@ -1884,7 +1996,7 @@ cdef class Encoder:
         cdef list sealed = [], errors = []
         cdef Py_ssize_t i
         cdef Batch b
-        cdef bint keyed
+        cdef bint keyed, tuples
         if isinstance(events, (list, tuple)):
             work = [(collection, events, False)]
         elif isinstance(events, _py.Mapping):
@@ -1897,9 +2009,13 @@ cdef class Encoder:
         else:
             raise EventTypeError(_py.MSG_NOT_LIST, collection=collection)
         acc = _Acc(self._dialect)
-        acc.keyed = isinstance(events, _py.Mapping)
-        acc.positional = True
-        for name, items, keyed in work:
+        keyed = isinstance(events, _py.Mapping)
+        # PERF: positions in a C array, and for a mapping with "collections" framing (collection, i) rebuilt from
+        # the stored collection; other framings store no collection, so there a mapping's tags are kept as tuples
+        tuples = keyed and self._framing != FRAMING_COLLECTIONS
+        acc.keyed = keyed and not tuples
+        acc.positional = not tuples
+        for name, items, _keyed in work:
             i = 0
             for event in items:
                 try:
@@ -1909,7 +2025,7 @@ cdef class Encoder:
                     if stop_at_error:
                         return [], errors
                 else:
-                    b = self._add_to(acc, data, name, None, i)
+                    b = self._add_to(acc, data, name, (name, i) if tuples else None, i)
                     if b is not None:
                         sealed.append(b)
                 i += 1
@@ -1932,7 +2048,37 @@ cdef class BatcherBase:
     cdef public object _ready
     cdef public object _work
     cdef public Py_ssize_t _buffered
-    cdef public Py_ssize_t _limit
+    cdef object _limit_obj        # what the subclass set (any number, as the twin compares it)
+    cdef Py_ssize_t _climit       # PERF: the same threshold as a C integer ...
+    cdef bint _limit_generic      # ... unless only Python's comparison can say (not an int or a float)
+
+    @property
+    def _limit(self):
+        return self._limit_obj
+
+    @_limit.setter
+    def _limit(self, limit):
+        cdef int overflow = 0
+        cdef long long ll
+        cdef double f
+        self._limit_generic = False
+        if isinstance(limit, int):  # (bool too) _buffered >= limit, for any int
+            ll = PyLong_AsLongLongAndOverflow(limit, &overflow)
+            self._climit = (PY_SSIZE_T_MAX if overflow > 0 else PY_SSIZE_T_MIN if overflow < 0 else
+                            PY_SSIZE_T_MAX if ll > PY_SSIZE_T_MAX else PY_SSIZE_T_MIN if ll < PY_SSIZE_T_MIN
+                            else <Py_ssize_t>ll)
+        elif PyFloat_Check(limit):  # _buffered >= f  <=>  _buffered >= ceil(f); never for NaN
+            f = PyFloat_AS_DOUBLE(limit)
+            if f != f or f > 9.2e18:
+                self._climit = PY_SSIZE_T_MAX
+            elif f < -9.2e18:
+                self._climit = PY_SSIZE_T_MIN
+            else:
+                self._climit = <Py_ssize_t>ceil(f)
+        else:
+            self._limit_generic = True
+            self._climit = 0
+        self._limit_obj = limit
 
     @property
     def _lock(self):
@@ -1964,7 +2110,8 @@ cdef class BatcherBase:
         cdef Encoder enc
         self._acquire()
         try:
-            if self._buffered >= self._limit:
+            if (self._buffered >= self._climit if not self._limit_generic
+                    else self._buffered >= self._limit_obj):
                 self._make_room()
             if encoded:
                 batch = self._encoder.add_encoded(item, collection)

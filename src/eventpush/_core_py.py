@@ -7,6 +7,7 @@ See ``_core.pyi`` for the contract.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -66,6 +67,49 @@ ORJSON_NESTS_SAFELY = _version(orjson.__version__) >= (3, 11, 6)
 #: safely); the walk reports the container that reaches it.
 MAX_DEPTH = 255 if ORJSON_NESTS_SAFELY else 101
 MSG_DEPTH = f"Nesting too deep (the limit is {MAX_DEPTH - 1} levels of containers)"
+
+
+_CONTAINERS = (dict, list, tuple)
+#: PERF: the usual values, told apart from containers by one set lookup of their type
+_LEAVES = frozenset((str, int, float, bool, type(None)))
+
+
+def _too_deep(obj: Any, depth: int) -> bool:
+    """Whether ``obj`` (a dict, list or tuple, or a subclass, sitting ``depth`` deep: the root is 1), or a container
+    inside it, sits ``MAX_DEPTH`` deep. Counts dicts, lists and tuples (orjson 3.13 does not count tuples: nested
+    deep enough they corrupt its heap) over what orjson writes: a subclass's own storage, not its overridden
+    methods. Recursion ends at ``MAX_DEPTH``."""
+    if depth >= MAX_DEPTH:
+        return True
+    t = type(obj)
+    if t is dict:
+        items: Any = obj.values()
+    elif t is list or t is tuple:
+        items = obj
+    elif isinstance(obj, dict):
+        items = dict.values(obj)
+    elif isinstance(obj, list):
+        items = list.__iter__(obj)
+    else:
+        items = tuple.__iter__(obj)
+    depth += 1
+    for x in items:
+        if type(x) not in _LEAVES and isinstance(x, _CONTAINERS) and _too_deep(x, depth):
+            return True
+    return False
+
+
+class _TooDeep:
+    """What the Ruby-style conversion leaves where a container sits ``MAX_DEPTH`` deep: orjson refuses it (no
+    JSON type) and ``_find_problem`` names it (the nesting limit)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<nested too deep>"
+
+
+_DEEP = _TooDeep()
 
 
 def _nests_too_deep(obj: Any) -> bool:
@@ -228,6 +272,11 @@ def _find_problem(obj: Any, path: str, depth: int, option: int, default: Any) ->
         for k, v in obj.items():
             if type(k) is str:
                 name = k
+                if not k.isascii():
+                    try:
+                        k.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return _child(path, k), "str is not valid UTF-8: surrogates not allowed"
             else:
                 try:
                     orjson.dumps({k: None}, option=option, default=default)
@@ -247,8 +296,11 @@ def _find_problem(obj: Any, path: str, depth: int, option: int, default: Any) ->
             if found is not None:
                 return found
         return None
-    if isinstance(obj, float):
-        return None if math.isfinite(obj) else (path, MSG_NAN)
+    if obj is _DEEP:
+        return path, MSG_DEPTH
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return path, MSG_NAN
+    # a float subclass (orjson writes none), or anything else: orjson's own verdict
     try:
         orjson.dumps(obj, option=option, default=default)
     except TypeError as exc:
@@ -325,13 +377,21 @@ def _type_error(path: str, message: str) -> EventTypeError:
     return EventTypeError(message, field=path or None)
 
 
-def _serialize(obj: Any, option: int, default: Any, big_ints: bool = True) -> bytes:
+def _serialize(obj: Any, option: int, default: Any, big_ints: bool = True, deep: Optional[bool] = None) -> bytes:
     """orjson once; the walk only when it fails, or when a ``null`` might be a NaN it let through.
 
     ``big_ints``: integers beyond orjson's 64 bits are written with all their digits, as ``json.dumps`` writes
     them (connect-python, the Ruby gem and plain JSON send them so); the Barchart rules refuse them (the original
-    client's JavaScript numbers cannot hold one)."""
+    client's JavaScript numbers cannot hold one).
+
+    ``deep``: whether a container sits ``MAX_DEPTH`` deep (``_too_deep``), when the caller's own walk found out;
+    ``None`` walks here. Nothing that deep ever reaches orjson (which does not count tuples): it is refused as
+    orjson refuses a list that deep."""
     try:
+        if deep is None:
+            deep = isinstance(obj, _CONTAINERS) and _too_deep(obj, 1)
+        if deep:
+            raise TypeError(MSG_DEPTH)
         data = orjson_dumps(obj, option=option, default=default)
     except TypeError as exc:
         found = _find_problem(obj, "", 0, option, default)
@@ -352,50 +412,100 @@ def _serialize(obj: Any, option: int, default: Any, big_ints: bool = True) -> by
 # Rules
 
 
-def _py_key_errors(d: dict, errors: Dict[str, str], depth: int) -> None:
-    # connect-python's elif chain at every dict depth, through dict values only (lists are not entered)
-    for k, v in d.items():
-        if type(k) is str or isinstance(k, str):
+# Subclasses of dict and str: every rule reads the data that is written (a dict's own storage, a str's own
+# characters), never an overridden method (``__getitem__``, ``lower``, ``startswith``, ``__len__`` …), so the
+# compiled core, which reads them through the C API, decides the same. Exact types take the plain spelling.
+
+
+def _py_key_errors(d: dict, errors: Dict[str, str], depth: int) -> bool:
+    """connect-python's elif chain at every dict depth, through dict values only (lists are not entered for keys);
+    returns whether a container sits ``MAX_DEPTH`` deep (the depth guard, folded into this walk: ``_too_deep``)."""
+    deep = depth >= MAX_DEPTH
+    for k, v in d.items() if type(d) is dict else dict.items(d):
+        if type(k) is str:
             if "." in k:
                 errors[k] = MSG_PERIOD
             elif k.startswith("$"):
                 errors[k] = MSG_DOLLAR
             elif len(k) > 255:
                 errors[k] = MSG_LONG
-        if isinstance(v, dict) and depth < MAX_DEPTH:
-            _py_key_errors(v, errors, depth + 1)
+        elif isinstance(k, str):
+            if str.__contains__(k, "."):
+                errors[k] = MSG_PERIOD
+            elif str.startswith(k, "$"):
+                errors[k] = MSG_DOLLAR
+            elif str.__len__(k) > 255:
+                errors[k] = MSG_LONG
+        t = type(v)
+        if t in _LEAVES:
+            continue
+        if t is dict or isinstance(v, dict):
+            if depth < MAX_DEPTH and _py_key_errors(v, errors, depth + 1):
+                deep = True
+        elif deep:
+            pass
+        elif t is list or t is tuple:
+            # PERF: a list of plain values (the usual one) is looked at here, without a call
+            for x in v:
+                if type(x) not in _LEAVES and isinstance(x, _CONTAINERS):
+                    deep = _too_deep(v, depth + 1)
+                    break
+        elif isinstance(v, (list, tuple)):
+            deep = _too_deep(v, depth + 1)
+    return deep
+
+
+_MISSING: Any = object()
 
 
 def _prepare_connect_py(event: Any, pool: _Pool, clock: Callable[[], int]) -> bytes:
     if not isinstance(event, dict):
         raise EventTypeError(MSG_NOT_DICT)
-    if "id" not in event:
-        event["id"] = pool.uuid()
-    if "timestamp" not in event:
-        event["timestamp"] = _naive_from_micros(clock())
-        ts_ok = True
-    else:
-        ts_ok = hasattr(event["timestamp"], "date")
-    _connect_py_check(event, ts_ok)
-    return _serialize(event, _OPT_CONNECT_PY, _iso_default)
+    if type(event) is dict:
+        if "id" not in event:
+            event["id"] = pool.uuid()
+        if "timestamp" not in event:
+            event["timestamp"] = _naive_from_micros(clock())
+            ts_ok = True
+        else:
+            ts_ok = hasattr(event["timestamp"], "date")
+    else:  # the storage decides; the stamps go through the subclass's own __setitem__ (an OrderedDict's order)
+        if not dict.__contains__(event, "id"):
+            event["id"] = pool.uuid()
+        if not dict.__contains__(event, "timestamp"):
+            event["timestamp"] = _naive_from_micros(clock())
+            ts_ok = True
+        else:
+            ts_ok = hasattr(dict.__getitem__(event, "timestamp"), "date")
+    deep = _connect_py_check(event, ts_ok)
+    return _serialize(event, _OPT_CONNECT_PY, _iso_default, True, deep)
 
 
-def _connect_py_check(event: dict, ts_ok: bool) -> None:
-    """Raise connect-python's one error per event (spec §2.3 steps 3–6), or return."""
+def _connect_py_check(event: dict, ts_ok: bool) -> bool:
+    """Raise connect-python's one error per event (spec §2.3 steps 3–6), or return whether a container sits
+    ``MAX_DEPTH`` deep."""
     errors: Dict[str, str] = {}
-    for k in event:
-        if isinstance(k, str):
+    for k in event if type(event) is dict else dict.keys(event):
+        if type(k) is str:
             low = k.lower()
-            if low.startswith("tp_"):
-                errors[k] = MSG_TP
-            elif low == "_id":
-                errors[k] = MSG_ID
-    _py_key_errors(event, errors, 1)
+        elif isinstance(k, str):
+            low = str.lower(k)
+        else:
+            continue
+        if low.startswith("tp_"):
+            errors[k] = MSG_TP
+        elif low == "_id":
+            errors[k] = MSG_ID
+    deep = _py_key_errors(event, errors, 1)
     if not ts_ok:
         errors["timestamp"] = MSG_TIMESTAMP
     if errors:
         first = next(iter(errors))
         raise EventValidationError(errors[first], field=first, errors=errors)
+    return deep
+
+
+MSG_DATE_RANGE = "Date value out of range: its UTC value is outside years 1 to 9999"
 
 
 def _rb_convert(v: Any, depth: int) -> Any:
@@ -404,7 +514,8 @@ def _rb_convert(v: Any, depth: int) -> Any:
     if isinstance(v, date):
         return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T00:00:00Z"
     if depth >= MAX_DEPTH:
-        return v  # orjson refuses it; the walk names the field
+        # orjson must never see it (it does not count tuples): _find_problem names the field
+        return _DEEP if isinstance(v, _CONTAINERS) else v
     if isinstance(v, dict):
         return {k: _rb_convert(x, depth + 1) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -412,11 +523,41 @@ def _rb_convert(v: Any, depth: int) -> Any:
     return v
 
 
+def _rb_date_error(event: dict) -> EventValidationError:
+    """The error for an aware datetime whose UTC value is outside years 1–9999 (``_utc_naive`` overflowed while
+    ``_rb_convert`` walked ``event``): the first such value in the same walk names the field."""
+    field = _rb_find_bad_date(event, "", 1)
+    return EventValidationError(MSG_DATE_RANGE, field=field,
+                                errors={field: MSG_DATE_RANGE} if field is not None else None)
+
+
+def _rb_find_bad_date(v: Any, path: str, depth: int) -> Optional[str]:
+    if isinstance(v, datetime):
+        try:
+            _utc_naive(v)
+        except OverflowError:
+            return path or None
+        return None
+    if isinstance(v, date) or depth >= MAX_DEPTH:
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            found = _rb_find_bad_date(x, _child(path, k if isinstance(k, str) else str(k)), depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            found = _rb_find_bad_date(x, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
 def _rb_check(event: dict) -> None:
     """Raise the Ruby gem's reserved-prefix error (spec §2.4, anchored), or return."""
-    bad = [k for k in event if isinstance(k, str) and k.lower().startswith("tp_")]
+    bad = [k for k in event if isinstance(k, str) and str.lower(k).startswith("tp_")]
     if bad:
-        message = MSG_RB_TP + "".join("\n->" + k for k in bad)
+        message = MSG_RB_TP + "".join("\n->" + str.__str__(k) for k in bad)
         raise EventValidationError(message, field=bad[0], errors={k: message for k in bad})
 
 
@@ -425,21 +566,33 @@ def _prepare_connect_rb(event: Any, pool: _Pool, clock: Callable[[], int]) -> by
         raise EventTypeError(MSG_NOT_DICT)
     _rb_check(event)
     out: Dict[Any, Any] = {}
-    out["id"] = event["id"] if "id" in event else pool.uuid()
-    out["timestamp"] = None if "timestamp" in event else format_iso_seconds_z(clock())
-    for k, v in event.items():
-        out[k] = _rb_convert(v, 1)
-    return _serialize(out, 0, None)
+    if type(event) is dict:
+        out["id"] = event["id"] if "id" in event else pool.uuid()
+        out["timestamp"] = None if "timestamp" in event else format_iso_seconds_z(clock())
+    else:  # the storage decides (the items come from the subclass's own items(), as written)
+        out["id"] = dict.__getitem__(event, "id") if dict.__contains__(event, "id") else pool.uuid()
+        out["timestamp"] = None if dict.__contains__(event, "timestamp") else format_iso_seconds_z(clock())
+    try:
+        for k, v in event.items():
+            out[k] = _rb_convert(v, 1)
+    except OverflowError:
+        raise _rb_date_error(event) from None
+    # the conversion left only dicts and lists, none MAX_DEPTH deep (_DEEP stands there): no second walk
+    return _serialize(out, 0, None, True, False)
 
 
 def _bc_code(v: Any, allowed: frozenset) -> Optional[str]:
     if type(v) is str:
         return v if v in allowed else None
     code = getattr(v, "code", None)
-    if isinstance(code, str) and code in allowed:
-        return str.__str__(code)
-    if isinstance(v, str) and v in allowed:
-        return str.__str__(v)
+    if isinstance(code, str):
+        code = str.__str__(code)
+        if code in allowed:
+            return code
+    if isinstance(v, str):
+        v = str.__str__(v)
+        if v in allowed:
+            return v
     return None
 
 
@@ -450,38 +603,48 @@ def _epoch_ms(d: datetime) -> int:
 def _prepare_barchart(event: Any, codes: Mapping[str, frozenset]) -> bytes:
     if not isinstance(event, dict):
         raise EventTypeError(MSG_NOT_DICT)
+    get = event.get if type(event) is dict else functools.partial(dict.get, event)
     out: Dict[str, Any] = {}
     errors: Dict[str, str] = {}
     for name in _BC_FIELDS:
-        code = _bc_code(event.get(name), codes[name])
+        code = _bc_code(get(name), codes[name])
         if code is None:
             errors[name] = MSG_BC_FIELD.format(name)
         else:
             out[name] = code
-    version = event.get("version")
+    version = get("version")
     if version is not None:
         if isinstance(version, str):
             out["version"] = str.__str__(version)
         else:
             errors["version"] = MSG_BC_FIELD.format("version")
-    ts = event.get("timestamp")
+    ts = get("timestamp")
     if isinstance(ts, int) and not isinstance(ts, bool):
         if -BC_TIMESTAMP_LIMIT <= ts <= BC_TIMESTAMP_LIMIT:
             out["timestamp"] = int(ts)
         else:  # (time.time_ns() where milliseconds were meant: the server refuses it, and its whole batch)
             errors["timestamp"] = MSG_BC_FIELD.format("timestamp")
     elif isinstance(ts, datetime):
-        out["timestamp"] = _epoch_ms(ts)
+        try:
+            out["timestamp"] = _epoch_ms(ts)
+        except OverflowError:  # an aware datetime whose UTC value is outside years 1–9999
+            errors["timestamp"] = MSG_BC_FIELD.format("timestamp")
     else:
         errors["timestamp"] = MSG_BC_FIELD.format("timestamp")
-    context = event.get("context")
+    context = get("context")
     if isinstance(context, list):
         out["context"] = context
     else:
         errors["context"] = MSG_BC_FIELD.format("context")
     if errors:
         raise EventValidationError(MSG_BC, field=next(iter(errors)), errors=errors)
-    return _serialize(out, 0, None, False)
+    # the depth guard: the context is the only container (it sits at depth 2); PERF: plain values looked at here
+    deep = False
+    for x in context:  # type: ignore[union-attr]
+        if type(x) not in _LEAVES and isinstance(x, _CONTAINERS):
+            deep = _too_deep(context, 2)
+            break
+    return _serialize(out, 0, None, False, deep)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -519,7 +682,9 @@ class Batch(bytes):
     if sys.version_info >= (3, 12):
 
         def __buffer__(self, flags: int) -> memoryview:
-            view = bytes.__buffer__(self, flags)  # type: ignore[attr-defined]
+            # a released batch serves an empty body, as the compiled core does (before 3.12 a bytes subclass
+            # cannot choose what its buffer shows: memoryview(batch) still shows the old body there)
+            view = bytes.__buffer__(b"" if self._released else self, flags)  # type: ignore[attr-defined]
             self._exports += 1
             return view
 
@@ -561,9 +726,12 @@ class Batch(bytes):
             raise IndexError(f"batch index {i} out of range (count {len(self._spans)})")
         return i
 
+    def __bytes__(self) -> bytes:
+        return b"" if self._released else bytes.__getitem__(self, slice(None))
+
     def body(self) -> bytes:
         """A copy of the body."""
-        return b"" if self._released else bytes(self)
+        return b"" if self._released else bytes.__getitem__(self, slice(None))
 
     def event(self, i: int) -> bytes:
         """The encoded bytes of event ``i`` (no framing)."""
@@ -879,7 +1047,7 @@ class BatcherBase:
     _ready: Any
     _work: Any
     _buffered: int
-    _limit: int
+    _limit: float
 
     def _make_room(self) -> None:  # pragma: no cover - the subclass defines it
         raise NotImplementedError
@@ -952,6 +1120,8 @@ def _real_day(text: str) -> bool:
 
 def hub_timestamp_ok(text: str) -> bool:
     """``True`` when ``text`` is a timestamp the hub accepts: ``HUB_TIMESTAMP``, on a day that exists."""
+    if type(text) is not str and isinstance(text, str):
+        text = str.__str__(text)  # its characters, not its overridden methods
     return _hub_ts(text) is not None and _real_day(text)
 
 
