@@ -6,7 +6,13 @@ import pickle
 import types
 
 import eventpush.realtime as rt
-from eventpush.realtime import BrokerUnavailableError, InvalidChannelError, MessageTooLargeError
+from eventpush.realtime import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    InvalidChannelError,
+    MessageTooLargeError,
+    PublishUnconfirmedError,
+)
 
 
 def test_all_is_exactly_the_public_names():
@@ -22,8 +28,12 @@ def test_errors_pickle_with_context():
         InvalidChannelError("channel must not be empty", index=3),
         MessageTooLargeError("too big", index=0),
         BrokerUnavailableError("down", method="PUBLISH", url="amqp://guest:***@127.0.0.1:5672/"),
+        BrokerRefusedError("refused"),
+        PublishUnconfirmedError("unknown", unconfirmed=[0, 1], withdrawn=[2], channel="/c"),
     ):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc) and str(back) == str(exc)
     e = pickle.loads(pickle.dumps(InvalidChannelError("bad", index=2)))
     assert e.field == "channel" and e.index == 2 and isinstance(e, ValueError)
+    u = pickle.loads(pickle.dumps(PublishUnconfirmedError("unknown", unconfirmed=[0], withdrawn=[1, 2], channel="/c")))
+    assert (u.unconfirmed, u.withdrawn, u.channel) == ([0], [1, 2], "/c")

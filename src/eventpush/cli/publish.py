@@ -31,12 +31,15 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
         help="amqp:// targets: seconds to wait for RabbitMQ to accept the connection (default 5); "
         "an unreachable broker then fails the command (exit 1)",
     )
+    p.epilog = ("exit status: 0 published; 1 not published (safe to run again); 4 outcome unknown: the broker "
+                "took the message but did not confirm it in time, so it may still be delivered (running the "
+                "command again may deliver it twice)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import EventPushError
-    from ..realtime import Producer
+    from ..realtime import Producer, PublishUnconfirmedError
 
     target = args.to or os.environ.get("EVENTPUSH_PUSH_TARGET") or DEFAULT_HUB
     if target.lower().startswith(("amqp://", "amqps://")):
@@ -47,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         with Producer(target, connect_timeout=args.connect_timeout) as producer:
             producer.publish(message).to(args.channel)
+    except PublishUnconfirmedError as exc:
+        print(f"eventpush publish: outcome unknown, the message may still be delivered (do not publish it again "
+              f"blindly): {exc}", file=sys.stderr)
+        return 4
     except (EventPushError, ValueError) as exc:
         print(f"eventpush publish: {exc}", file=sys.stderr)
         return 1

@@ -15,11 +15,13 @@ See ``spec/push.md``.
 from __future__ import annotations
 
 from ._base import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     Consumer,
     InvalidChannelError,
     InvalidConsumerError,
     MessageTooLargeError,
+    PublishUnconfirmedError,
     new_consumer_id,
 )
 from .backends import (
@@ -75,4 +77,6 @@ __all__ = [
     "InvalidConsumerError",
     "MessageTooLargeError",
     "BrokerUnavailableError",
+    "BrokerRefusedError",
+    "PublishUnconfirmedError",
 ]

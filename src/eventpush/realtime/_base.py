@@ -17,6 +17,8 @@ __all__ = [
     "InvalidConsumerError",
     "MessageTooLargeError",
     "BrokerUnavailableError",
+    "BrokerRefusedError",
+    "PublishUnconfirmedError",
     "ClosedError",
     "EventPushError",
     "to_bytes",
@@ -87,6 +89,48 @@ class MessageTooLargeError(EventTooLargeError):
 
 class BrokerUnavailableError(TransportError):
     """The broker (RabbitMQ) is not reachable right now; the backend keeps reconnecting."""
+
+
+class BrokerRefusedError(TransportError):
+    """RabbitMQ refuses a declare for a reason of the server's configuration (permissions, a queue held
+    exclusively): retrying does not help, and the client's channel name is not at fault (the Dispatcher answers
+    500)."""
+
+
+class PublishUnconfirmedError(EventPushError):
+    """A publish whose outcome is unknown: some messages were handed to the broker but not confirmed in time (a
+    broker blocking publishers, a connection lost mid-publish). They **may still be delivered**: publishing them
+    again may deliver them twice. ``unconfirmed`` lists their indices (in the call's messages, or for
+    ``Producer.close`` in ``messages``); ``withdrawn`` the indices of those taken back before they reached the
+    broker (never published: safe to publish again); ``messages`` the ``(channel, bytes)`` pairs the indices refer
+    to when the call had no message list of its own (``close``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        unconfirmed: Any = (),
+        withdrawn: Any = (),
+        channel: Optional[str] = None,
+        messages: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unconfirmed = list(unconfirmed)
+        self.withdrawn = list(withdrawn)
+        self.channel = channel
+        self.messages = messages
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_unconfirmed, (type(self), self.message, self.unconfirmed, self.withdrawn, self.channel,
+                                       self.messages))
+
+
+def _rebuild_unconfirmed(cls, message, unconfirmed, withdrawn, channel, messages):  # type: ignore[no-untyped-def]
+    return cls(message, unconfirmed=unconfirmed, withdrawn=withdrawn, channel=channel, messages=messages)
 
 
 def _bad_chars(s: str) -> bool:

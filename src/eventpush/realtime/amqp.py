@@ -28,7 +28,8 @@ import logging
 import re
 import threading
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple
+import weakref
+from typing import Any, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 try:
     import aio_pika
@@ -37,7 +38,14 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ImportError("the amqp realtime backend needs aio-pika: pip install 'eventpush[amqp]'") from exc
 
-from ._base import BrokerUnavailableError, InvalidChannelError, check_channel, check_consumer
+from ._base import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    InvalidChannelError,
+    PublishUnconfirmedError,
+    check_channel,
+    check_consumer,
+)
 from .backends import Backend, Delivery, Subscription, register_backend
 
 __all__ = ["AmqpBackend", "DEFAULT_URL", "amqp_name"]
@@ -57,6 +65,27 @@ _REFUSED = (
     aiormq.exceptions.ChannelAccessRefused,
     aiormq.exceptions.ChannelLockedResource,
 )  # (not NOT_FOUND: an exchange auto-deleted between a declare and a bind is a race, retried as "away")
+
+
+# states of an outbox record
+_QUEUED, _SENT, _CONFIRMED, _FAILED, _WITHDRAWN = range(5)
+
+
+class _Out:
+    """One message in the publish pipeline. ``state``: queued (not yet handed to RabbitMQ: can be withdrawn), sent
+    (a basic.publish was written: the outcome is unknown until the confirm), confirmed, failed, withdrawn."""
+
+    __slots__ = ("channel", "body", "fut", "state")
+
+    def __init__(self, channel: str, body: bytes, fut: Optional[asyncio.Future] = None) -> None:
+        self.channel = channel
+        self.body = body
+        self.fut = fut
+        self.state = _QUEUED
+
+    @property
+    def settled(self) -> bool:
+        return self.state in (_CONFIRMED, _FAILED, _WITHDRAWN)
 
 
 def amqp_name(name: str, limit: int = _MAX_EXCHANGE) -> str:
@@ -106,7 +135,8 @@ class AmqpBackend(Backend):
         self._pub_ch: Any = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread = 0
-        self._outbox: Deque[Tuple[str, bytes, Optional[asyncio.Future]]] = deque()
+        self._outbox: Deque[_Out] = deque()
+        self._batch: List[_Out] = []  # the records the pump is publishing right now
         self._wake_fut: Optional[asyncio.Future] = None
         self._wake_pending = False
         self._pump_task: Optional[asyncio.Task] = None
@@ -121,6 +151,11 @@ class AmqpBackend(Backend):
         self.publish_retries = 0
         self.reconnects = 0
         self.refused = 0  # messages failed because RabbitMQ refused their channel's exchange
+        self.withdrawn = 0  # messages taken back before they reached RabbitMQ (a publish timed out or was cancelled)
+        self.queue_mismatches = 0  # subscriptions to a queue that exists with other arguments (used as it is)
+        self._mismatch_logged: Set[str] = set()
+        self._decl_pool: List[Any] = []  # idle raw channels for declares (one declare per channel at a time)
+        self._decl_sem: Optional[asyncio.Semaphore] = None
         #: why the last connection attempt failed (None once connected): error messages name the real cause
         self.last_error: Optional[str] = None
 
@@ -174,6 +209,7 @@ class AmqpBackend(Backend):
                 continue
             self.last_error = None
             self._conn, self._sub_ch, self._pub_ch = conn, sub, pub
+            _owners[id(conn)] = self  # aio-pika's reconnect failures update last_error (_ReconnectFailures)
             conn.reconnect_callbacks.add(self._on_reconnect)
             conn.close_callbacks.add(self._on_close)
             assert self._connected is not None
@@ -184,12 +220,19 @@ class AmqpBackend(Backend):
 
     def _on_reconnect(self, *_: Any) -> None:
         self.reconnects += 1
+        self.last_error = None
         log.info("reconnected to RabbitMQ at %s", _safe(self.url))
         if self._connected is not None:
             self._connected.set()
         self._kick()
 
-    def _on_close(self, *_: Any) -> None:
+    def _on_close(self, *args: Any) -> None:
+        exc = args[1] if len(args) > 1 else None
+        if isinstance(exc, BaseException) and not isinstance(exc, asyncio.CancelledError) and not self._closed:
+            self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        elif not self._closed:
+            self.last_error = "the connection was lost"
+        self._decl_pool.clear()
         if self._connected is not None and not self._closed:
             self._connected.clear()
             log.warning("lost the RabbitMQ connection to %s; reconnecting", _safe(self.url))
@@ -234,15 +277,20 @@ class AmqpBackend(Backend):
                     pass
             await asyncio.sleep(0.1)
 
-    async def close(self) -> None:
-        """Flush what can still be published (briefly), then disconnect."""
+    async def close(self, timeout: float = 5.0) -> int:
+        """Flush what can still be published (up to ``timeout`` seconds, only while connected), then disconnect.
+        Returns how many messages were not published (logged as an error: nothing is dropped silently)."""
         if self._closed:
-            return
-        if self._started and self._outbox and self._connected is not None and self._connected.is_set():
+            return 0
+        if self._started and self.unsettled() and self.connected:
             try:
-                await asyncio.wait_for(self.flush(), timeout=5.0)
+                await asyncio.wait_for(self.flush(), timeout=timeout)
             except (asyncio.TimeoutError, BrokerUnavailableError):
-                log.warning("closing with %d unpublished messages", len(self._outbox))
+                pass
+        lost = self.unsettled() if self._started else 0
+        if lost:
+            log.error("closing the RabbitMQ backend for %s with %d message(s) not published (%s)", _safe(self.url),
+                      lost, self._why_unconfirmed())
         self._closed = True
         for t in (self._pump_task, self._connect_task):
             if t is not None:
@@ -256,16 +304,22 @@ class AmqpBackend(Backend):
                 await self._conn.close()
             except Exception:  # noqa: BLE001 - closing a dead connection
                 pass
+        return lost
 
     # -- publishing ---------------------------------------------------------------------------------------------
-    def publish(self, message: bytes, channel: str) -> None:
-        """Thread-safe buffered publish: appended to the pump's outbox, confirmed in the background."""
+    def publish(self, message: bytes, channel: str) -> "_Out":
+        """Thread-safe buffered publish: appended to the pump's outbox, confirmed in the background. Returns the
+        outbox record (its ``state`` tells whether RabbitMQ confirmed it; see :meth:`settle`)."""
         check_channel(channel)  # a name RabbitMQ refuses would block the pump forever
-        self._enqueue(((channel, message, None),))
+        rec = _Out(channel, message)
+        self._enqueue((rec,))
+        return rec
 
-    def publish_many(self, messages: Any, channel: str) -> None:
+    def publish_many(self, messages: Any, channel: str) -> List["_Out"]:
         check_channel(channel)
-        self._enqueue([(channel, m, None) for m in messages])
+        recs = [_Out(channel, m) for m in messages]
+        self._enqueue(recs)
+        return recs
 
     def _enqueue(self, items: Any) -> None:
         if self._closed:
@@ -277,11 +331,14 @@ class AmqpBackend(Backend):
             out.append(it)
             self.published += 1
         while len(out) > self.max_pending:
-            ch, _, fut = out.popleft()
+            it = out.popleft()
+            if it.state == _WITHDRAWN:
+                continue
+            it.state = _FAILED
             self.dropped_overflow += 1
-            log.error("RabbitMQ outbox full (%d): dropped the oldest message for %r", self.max_pending, ch)
-            if fut is not None and self._loop is not None:
-                self._loop.call_soon_threadsafe(_fail, fut, BrokerUnavailableError("outbox overflow"))
+            log.error("RabbitMQ outbox full (%d): dropped the oldest message for %r", self.max_pending, it.channel)
+            if it.fut is not None and self._loop is not None:
+                self._loop.call_soon_threadsafe(_fail, it.fut, BrokerUnavailableError("outbox overflow"))
         self._kick()
 
     def _kick(self) -> None:
@@ -301,25 +358,96 @@ class AmqpBackend(Backend):
         if self._wake_fut is not None and not self._wake_fut.done():
             self._wake_fut.set_result(None)
 
-    async def publish_async(self, messages: List[bytes], channel: str) -> None:
-        """Publish and wait for the broker's confirms."""
+    def withdraw(self, records: Iterable["_Out"]) -> Tuple[List[int], List[int]]:
+        """Take back the records not yet handed to RabbitMQ (on the backend's loop). Returns ``(unconfirmed,
+        withdrawn)``: the indices (in ``records``) of the messages already written to the broker and not confirmed
+        — their outcome is unknown, they may still be delivered — and of those withdrawn, which will never be
+        published. Confirmed and failed records are in neither."""
+        unconfirmed: List[int] = []
+        withdrawn: List[int] = []
+        for i, it in enumerate(records):
+            if it.state == _QUEUED:
+                it.state = _WITHDRAWN
+                withdrawn.append(i)
+                if it.fut is not None and not it.fut.done():
+                    it.fut.cancel()
+            elif it.state == _SENT:
+                unconfirmed.append(i)
+        self.withdrawn += len(withdrawn)
+        return unconfirmed, withdrawn
+
+    async def publish_async(self, messages: List[bytes], channel: str, *, timeout: Optional[float] = None) -> None:
+        """Publish and wait for the broker's confirms. On a timeout (or when cancelled) the messages not yet
+        handed to RabbitMQ are withdrawn: if none was handed over, :class:`BrokerUnavailableError` (not published,
+        safe to publish again); else :class:`PublishUnconfirmedError` naming the messages whose outcome is unknown
+        (they may still be delivered) and those withdrawn."""
         check_channel(channel)
         if not self._started:
             await self.start()
         if not self.connected:
             raise self.unreachable(method="PUBLISH")
         loop = asyncio.get_running_loop()
-        futs = [loop.create_future() for _ in messages]
-        self._enqueue([(channel, m, f) for m, f in zip(messages, futs)])
-        await asyncio.gather(*futs)
+        recs = [_Out(channel, m, loop.create_future()) for m in messages]
+        self._enqueue(recs)
+        futs = [r.fut for r in recs]
+        try:
+            done, pending = await asyncio.wait(futs, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            self.withdraw(recs)
+            raise
+        failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+        if failed:
+            self.withdraw(recs)
+            raise failed[0].exception()  # type: ignore[misc]
+        if not pending:
+            return
+        unconfirmed, withdrawn = self.withdraw(recs)
+        confirmed = sum(1 for r in recs if r.state == _CONFIRMED)
+        why = self._why_unconfirmed()
+        if unconfirmed:
+            raise PublishUnconfirmedError(
+                f"RabbitMQ did not confirm {len(unconfirmed)} of {len(recs)} message(s) for {channel!r} within "
+                f"{timeout:g} s ({why}): they were handed to the broker and may still be delivered — do not publish "
+                f"them again; {len(withdrawn)} withdrawn (not published), {confirmed} confirmed",
+                unconfirmed=unconfirmed, withdrawn=withdrawn, channel=channel,
+            )
+        raise BrokerUnavailableError(
+            f"not published: RabbitMQ at {_safe(self.url)} did not take {len(withdrawn)} message(s) for {channel!r} "
+            f"within {timeout:g} s ({why}); they were withdrawn and may be published again"
+            + (f" ({confirmed} earlier ones were confirmed)" if confirmed else ""),
+            method="PUBLISH",
+        )
+
+    def _why_unconfirmed(self) -> str:
+        if not self.connected:
+            return "not connected: " + (self.last_error or "connection lost")
+        return "connected, but the broker is not confirming: it may be blocking publishers (a resource alarm)"
 
     async def flush(self) -> None:
         """Wait until everything published so far was confirmed."""
         loop = asyncio.get_running_loop()
-        marker = loop.create_future()
-        self._outbox.append(("", b"", marker))  # an empty channel is never published: the pump resolves it
+        marker = _Out("", b"", loop.create_future())  # an empty channel is never published: the pump resolves it
+        self._outbox.append(marker)
         self._kick()
-        await marker
+        try:
+            await marker.fut  # type: ignore[misc]
+        finally:
+            marker.state = _WITHDRAWN
+
+    def unsettled(self) -> int:
+        """Messages not confirmed yet (queued or awaiting the broker's confirm)."""
+        n = sum(1 for it in self._outbox if it.channel and not it.settled)
+        return n + sum(1 for it in self._batch if it.channel and not it.settled and it not in self._outbox)
+
+    async def settle(self, records: List["_Out"], timeout: Optional[float]) -> Tuple[List[int], List[int]]:
+        """Wait up to ``timeout`` until ``records`` are all settled; then withdraw what was not handed to RabbitMQ.
+        Returns :meth:`withdraw`'s ``(unconfirmed, withdrawn)`` (both empty when everything was confirmed)."""
+        if any(not r.settled for r in records):
+            try:
+                await asyncio.wait_for(self.flush(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.withdraw(records)
 
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
@@ -332,29 +460,34 @@ class AmqpBackend(Backend):
                     await self._wake_fut
                 self._wake_fut = None
                 continue
-            batch: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+            batch: List[_Out] = []
             while self._outbox and len(batch) < 1000:
-                batch.append(self._outbox.popleft())
+                it = self._outbox.popleft()
+                if it.state != _WITHDRAWN:
+                    batch.append(it)
+            self._batch = batch
             try:
                 failed = await self._publish_batch(batch)
             except asyncio.CancelledError:
                 self._outbox.extendleft(reversed(batch))
                 raise
+            finally:
+                self._batch = []
             if failed:
                 self.publish_retries += len(failed)
                 self._outbox.extendleft(reversed(failed))
                 await asyncio.sleep(0.2)
 
-    async def _publish_batch(self, batch: List[Tuple[str, bytes, Optional[asyncio.Future]]]) -> list:
+    async def _publish_batch(self, batch: List[_Out]) -> list:
         ch = self._pub_ch
-        real = [it for it in batch if it[0]]
         exchanges: Dict[str, Any] = {}
         refused: Optional[Tuple[str, BaseException]] = None
         try:
-            if real:
+            if any(it.channel for it in batch):
                 await ch.ready()
-                for name, _, _ in real:
-                    if name not in exchanges:
+                for it in batch:
+                    name = it.channel
+                    if name and name not in exchanges and it.state != _WITHDRAWN:
                         exchanges[name] = await ch.declare_exchange(
                             amqp_name(name), ExchangeType.FANOUT, auto_delete=True, robust=False
                         )
@@ -362,47 +495,131 @@ class AmqpBackend(Backend):
             refused = (name, exc)
         except _AWAY as exc:
             log.debug("publish deferred (%s)", exc)
-            return batch
+            return [it for it in batch if it.state != _WITHDRAWN]
         if refused is not None:
             name, exc = refused
-            keep: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+            keep: List[_Out] = []
             err = InvalidChannelError(f"RabbitMQ refuses the exchange of channel {name!r}: {exc}")
             n = 0
             for it in batch:
-                if it[0] != name:
+                if it.state == _WITHDRAWN:
+                    continue
+                if it.channel != name:
                     keep.append(it)
                     continue
                 n += 1
-                if it[2] is not None and not it[2].done():
-                    it[2].set_exception(err)
+                it.state = _FAILED
+                if it.fut is not None and not it.fut.done():
+                    it.fut.set_exception(err)
             self.refused += n
             log.error("%d message(s) for channel %r not published: %s", n, name, err)
             return keep
-        results = await asyncio.gather(
-            *(exchanges[name].publish(aio_pika.Message(body), routing_key="") for name, body, _ in real),
-            return_exceptions=True,
-        )
-        failed: List[Tuple[str, bytes, Optional[asyncio.Future]]] = []
+        # withdrawn while the exchanges were declared: never handed to RabbitMQ
+        real = [it for it in batch if it.channel and it.state != _WITHDRAWN]
+        coros = []
+        for it in real:
+            it.state = _SENT  # from here on the outcome is unknown until the confirm
+            coros.append(exchanges[it.channel].publish(aio_pika.Message(it.body), routing_key=""))
+        results = await asyncio.gather(*coros, return_exceptions=True)
+        failed: List[_Out] = []
         i = 0
         for it in batch:
-            name, _, fut = it
-            if not name:  # flush marker: everything before it was settled
+            fut = it.fut
+            if not it.channel:  # flush marker: everything before it was settled
+                if it.state == _WITHDRAWN:
+                    continue
                 if not failed and fut is not None and not fut.done():
                     fut.set_result(None)
-                elif fut is not None:
+                elif fut is not None and not fut.done():
                     failed.append(it)
+                continue
+            if it.state == _WITHDRAWN:
                 continue
             r = results[i]
             i += 1
             if isinstance(r, BaseException):
-                failed.append(it)
+                failed.append(it)  # stays "sent": it may have reached the broker; retried (a rare duplicate)
             else:
+                it.state = _CONFIRMED
                 self.confirmed += 1
                 if fut is not None and not fut.done():
                     fut.set_result(None)
         return failed
 
     # -- subscribing --------------------------------------------------------------------------------------------
+    async def _decl_channel(self) -> Any:
+        """An open raw (aiormq) channel for declares: from the pool, else a new one. A declare RabbitMQ refuses
+        closes only this channel — never the shared one the node's consumers receive on."""
+        while self._decl_pool:
+            ch = self._decl_pool.pop()
+            if not ch.is_closed:
+                return ch
+        conn = self._conn
+        transport = getattr(conn, "transport", None) if conn is not None else None
+        if transport is None or transport.connection.is_closed:
+            raise ConnectionError("not connected")
+        return await transport.connection.channel(publisher_confirms=False)
+
+    def _release(self, ch: Any, ok: bool) -> None:
+        if ch.is_closed:
+            return
+        if ok and len(self._decl_pool) < 16:
+            self._decl_pool.append(ch)
+        else:
+            asyncio.ensure_future(_close_quietly(ch))
+
+    async def _declare(self, channel: str, queue: str) -> None:
+        """Declare the channel's fanout exchange and the consumer's queue and bind them, on declare channels of
+        their own. The queue has ``x-expires`` and ``x-single-active-consumer`` (so that of overlapping requests
+        of one consumer id only one receives, and a message one of them gives back goes to the next, in order).
+        A queue that exists with other arguments (created by a node with another ``queue_ttl``, or by an older
+        version without single-active-consumer) is used as it is, and the mismatch is logged."""
+        if self._decl_sem is None:
+            self._decl_sem = asyncio.Semaphore(32)
+        exchange = amqp_name(channel)
+        args = {"x-expires": int(self.queue_ttl * 1000), "x-single-active-consumer": True}
+        async with self._decl_sem:
+            for attempt in range(3):
+                ch = await self._decl_channel()
+                ok = False
+                try:
+                    try:
+                        await ch.exchange_declare(exchange=exchange, exchange_type="fanout", auto_delete=True)
+                    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                        # an exchange of that name exists with another type or arguments: this channel is unusable
+                        raise InvalidChannelError(f"RabbitMQ refuses channel {channel!r}: {exc}") from exc
+                    try:
+                        await ch.queue_declare(queue=queue, arguments=args)
+                    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                        ch = await self._decl_channel()  # the refusal closed the other one
+                        await ch.queue_declare(queue=queue, passive=True)  # NOT_FOUND (expired since): again
+                        self._mismatch(queue, args, exc)
+                    await ch.queue_bind(queue=queue, exchange=exchange, routing_key="")
+                    ok = True
+                    return
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    # the queue expired, or the auto-delete exchange lost its last binding, between two steps
+                    if attempt == 2:
+                        raise
+                except _REFUSED as exc:  # a server-side configuration (permissions, a locked exclusive queue)
+                    raise BrokerRefusedError(
+                        f"RabbitMQ refuses the queue {queue!r} of channel {channel!r}: {exc}"
+                    ) from exc
+                finally:
+                    self._release(ch, ok)
+
+    def _mismatch(self, queue: str, args: Dict[str, Any], exc: BaseException) -> None:
+        self.queue_mismatches += 1
+        if queue in self._mismatch_logged:
+            return
+        if len(self._mismatch_logged) > 10_000:
+            self._mismatch_logged.clear()
+        self._mismatch_logged.add(queue)
+        log.warning(
+            "queue %r exists with other arguments than this node's %s (another node has another queue_ttl, or an "
+            "older version declared it): using it as it is until it expires (%s)", queue, args, exc,
+        )
+
     async def subscribe(self, consumer: str, channel: str) -> "_AmqpSubscription":
         check_consumer(consumer)
         check_channel(channel)
@@ -422,7 +639,30 @@ class AmqpBackend(Backend):
             "publish_retries": self.publish_retries,
             "reconnects": self.reconnects,
             "refused": self.refused,
+            "withdrawn": self.withdrawn,
+            "queue_mismatches": self.queue_mismatches,
         }
+
+
+#: connection id → backend, for the log filter below
+_owners: "weakref.WeakValueDictionary[int, AmqpBackend]" = weakref.WeakValueDictionary()
+
+
+class _ReconnectFailures(logging.Filter):
+    """aio-pika retries a lost connection by itself and only logs why an attempt failed: keep that reason as the
+    backend's ``last_error``, so that errors name the real cause (connection refused, access refused…)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 2 and isinstance(args[1], BaseException):
+            owner = _owners.get(id(args[0]))
+            if owner is not None and not owner.connected:
+                e = args[1]
+                owner.last_error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        return True
+
+
+logging.getLogger("aio_pika.robust_connection").addFilter(_ReconnectFailures())
 
 
 def _fail(fut: asyncio.Future, exc: BaseException) -> None:
@@ -462,16 +702,13 @@ class _AmqpSubscription(Subscription):
             raise b.unreachable()
         ch = b._sub_ch
         try:
+            # declared elsewhere (a refusal must not close the channel every consumer of the node receives on)
+            await b._declare(self.channel, self.queue_name)
             und = await ch.get_underlay_channel()
-            ex = await ch.declare_exchange(amqp_name(self.channel), ExchangeType.FANOUT, auto_delete=True,
-                                           robust=False)
-            q = await ch.declare_queue(
-                self.queue_name, arguments={"x-expires": int(b.queue_ttl * 1000)}, robust=False
-            )
-            await q.bind(ex, robust=False)
+            q = await ch.get_queue(self.queue_name, ensure=False)
             self._tag = await q.consume(self._on_message, no_ack=False, robust=False)
-        except _REFUSED as exc:
-            raise InvalidChannelError(f"RabbitMQ refuses channel {self.channel!r}: {exc}") from exc
+        except (InvalidChannelError, BrokerRefusedError, BrokerUnavailableError):
+            raise
         except _AWAY as exc:
             raise BrokerUnavailableError(f"cannot subscribe {self.queue_name!r}: {exc}") from exc
         self._queue = q
@@ -543,6 +780,13 @@ class _AmqpSubscription(Subscription):
                 log.debug("cancel of %s failed: %s", self.queue_name, exc)
         while self._buf:
             await _settle(self._buf.popleft(), False, True)
+
+
+async def _close_quietly(ch: Any) -> None:
+    try:
+        await ch.close()
+    except Exception:  # noqa: BLE001 - a channel that is closing anyway
+        pass
 
 
 async def _settle(message: Any, ack: bool, requeue: bool) -> None:

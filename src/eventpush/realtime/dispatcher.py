@@ -11,6 +11,7 @@ after it was handed to the transport.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import struct
@@ -19,10 +20,12 @@ from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Tup
 from urllib.parse import parse_qs
 
 from ._base import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     Consumer,
     InvalidChannelError,
     InvalidConsumerError,
+    PublishUnconfirmedError,
     check_channel,
     check_consumer,
 )
@@ -85,7 +88,9 @@ class DispatcherConfig:
     ``keepalive`` SSE comment interval (15) · ``max_message_size`` bytes per message (1 MiB; 413 beyond) ·
     ``max_batch_size`` bytes per publish request (16 MiB) · ``content_type`` of long-poll replies (none) ·
     ``queue_ttl`` for a backend built here by name (default: the configuration's 15 s) · ``publish_timeout`` for the
-    broker's confirm (10 s; 503)."""
+    broker's confirm (10 s): then 503 + ``Retry-After`` when no message reached the broker (they were withdrawn:
+    not published, safe to retry), else 202 with ``X-Push-Unconfirmed`` / ``X-Push-Withdrawn`` (index ranges of
+    the messages that may still be delivered / were not published) and a body that says so."""
 
     _FIELDS = (
         "timeout",
@@ -339,10 +344,28 @@ class Dispatcher:
             log.warning("%s", exc)
             await _respond(send, 400, cors + [(b"content-type", b"text/plain; charset=utf-8")],
                            str(exc).encode("utf-8", "replace") + b"\n")
+        except PublishUnconfirmedError as exc:
+            # 202, not 503: the outcome is unknown, so the client must not be invited to publish them again
+            log.warning("publish not confirmed: %s", exc)
+            await _respond(
+                send, 202,
+                cors + [(b"content-type", b"text/plain; charset=utf-8"),
+                        (b"x-push-published", b"0"),
+                        (b"x-push-unconfirmed", _ranges(exc.unconfirmed).encode()),
+                        (b"x-push-withdrawn", _ranges(exc.withdrawn).encode())],
+                f"not confirmed: {exc}\n".encode("utf-8", "replace"),
+            )
+        except BrokerRefusedError as exc:  # the server's configuration, not the client's channel
+            log.error("%s", exc)
+            await _respond(send, 500, cors + [(b"content-type", b"text/plain; charset=utf-8")],
+                           f"broker configuration error: {exc}\n".encode("utf-8", "replace"))
         except BrokerUnavailableError as exc:
             log.warning("broker unavailable: %s", exc)
+            body = b"broker unavailable\n"
+            if is_publish:
+                body = b"broker unavailable: not published (safe to publish again)\n"
             await _respond(send, 503, cors + [(b"content-type", b"text/plain; charset=utf-8"), (b"retry-after", b"1")],
-                           b"broker unavailable\n")
+                           body)
 
     async def _publish(self, scope: Scope, body: bytes, channel: str) -> int:
         cfg = self.config
@@ -358,11 +381,19 @@ class Dispatcher:
         b = self.backend
         if not b.publishable:
             raise _Reject(405, f"the {b.name} backend does not publish")
-        try:
-            # 204 means the broker has the messages: on RabbitMQ that is the publisher confirm
-            await asyncio.wait_for(b.publish_async(messages, channel), cfg.publish_timeout)
-        except asyncio.TimeoutError:
-            raise BrokerUnavailableError(f"the broker did not confirm within {cfg.publish_timeout} s") from None
+        # 204 means the broker has the messages: on RabbitMQ that is the publisher confirm. A backend that can
+        # tell what it handed over (RabbitMQ) times out by itself: it withdraws the messages not yet handed to the
+        # broker (503: not published) or says which may still be delivered (PublishUnconfirmedError: 202).
+        if _takes_timeout(b.publish_async):
+            await b.publish_async(messages, channel, timeout=cfg.publish_timeout)
+        else:
+            try:
+                await asyncio.wait_for(b.publish_async(messages, channel), cfg.publish_timeout)
+            except asyncio.TimeoutError:
+                raise PublishUnconfirmedError(
+                    f"the broker did not confirm within {cfg.publish_timeout} s; the messages may still be delivered",
+                    unconfirmed=range(len(messages)), channel=channel,
+                ) from None
         if cfg.verbose_logging:
             log.info("published %d message(s) to %s", len(messages), channel)
         return len(messages)
@@ -471,9 +502,10 @@ class Dispatcher:
             if not self._started:
                 await self.startup()
             sub = await self.backend.subscribe(cid, channel)
-        except (_Reject, BrokerUnavailableError) as exc:
+        except (_Reject, InvalidChannelError, BrokerUnavailableError, BrokerRefusedError) as exc:
             log.info("WebSocket refused: %s", exc)
-            await send({"type": "websocket.close", "code": 1008 if isinstance(exc, _Reject) else 1011})
+            await send({"type": "websocket.close",
+                        "code": 1008 if isinstance(exc, (_Reject, InvalidChannelError)) else 1011})
             return
         if self.config.verbose_logging:
             log.info("WebSocket consumer=%s channel=%s", cid, channel)
@@ -525,21 +557,74 @@ def end_all_streams() -> None:
 async def _finish(
     get: Optional[asyncio.Future], watcher: asyncio.Future, sub: Subscription, delivery: Optional[Delivery]
 ) -> None:
-    """End a request: stop waiting, cancel the subscription, requeue what was not handed over."""
+    """End a request: stop waiting, cancel the subscription, then requeue what was not handed over. Cancel first:
+    on RabbitMQ (single active consumer) the queue's next consumer is activated only once the messages this one
+    holds are settled, so what is requeued here is the next consumer's first message — order is kept."""
     if get is not None and not get.done():
         get.cancel()
         try:
             await get
         except BaseException:  # noqa: BLE001 - cancelled on purpose
             pass
-    if get is not None and get.done() and not get.cancelled() and get.exception() is None:
-        late = get.result()
-        if late is not None and late is not delivery and not late.settled:
-            await late.reject(requeue=True)
-    if delivery is not None and not delivery.settled:
-        await delivery.reject(requeue=True)
     watcher.cancel()
-    await sub.cancel()
+    try:
+        await sub.cancel()
+    finally:
+        if get is not None and get.done() and not get.cancelled() and get.exception() is None:
+            late = get.result()
+            if late is not None and late is not delivery and not late.settled:
+                await late.reject(requeue=True)
+        if delivery is not None and not delivery.settled:
+            await delivery.reject(requeue=True)
+
+
+_TIMEOUT_PARAM: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _takes_timeout(method: Any) -> bool:
+    """Whether a backend's ``publish_async`` accepts ``timeout=`` (and then withdraws what it did not hand over)."""
+    func = getattr(method, "__func__", method)
+    try:
+        return _TIMEOUT_PARAM[func]
+    except (KeyError, TypeError):
+        pass
+    try:
+        ok = "timeout" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        ok = False
+    try:
+        _TIMEOUT_PARAM[func] = ok
+    except TypeError:
+        pass
+    return ok
+
+
+def _ranges(indices: Iterable[int]) -> str:
+    """``[0, 1, 2, 5]`` → ``"0-2,5"`` (the X-Push-Unconfirmed / X-Push-Withdrawn header form)."""
+    out: List[str] = []
+    run: List[int] = []
+    for i in sorted(indices):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+        run = [i]
+    if run:
+        out.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(out)
+
+
+def _parse_ranges(value: Optional[str]) -> List[int]:
+    """The indices of an X-Push-Unconfirmed / X-Push-Withdrawn header (``"0-2,5"`` → ``[0, 1, 2, 5]``)."""
+    out: List[int] = []
+    for part in (value or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
 
 
 async def _wait_disconnect(receive: Receive) -> None:

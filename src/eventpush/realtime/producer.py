@@ -22,11 +22,12 @@ import atexit
 import logging
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Union
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, List, Optional, Union
 from urllib.parse import quote, urlsplit
 
 from ..errors import ClosedError, ConnectError, HTTPStatusError, TimeoutError
-from ._base import BrokerUnavailableError, MessageTooLargeError, check_channel, to_bytes
+from ._base import BrokerUnavailableError, MessageTooLargeError, PublishUnconfirmedError, check_channel, to_bytes
 from .backends import Backend, get_backend
 
 __all__ = ["Producer", "AsyncProducer", "Publication", "AsyncPublication"]
@@ -34,6 +35,12 @@ __all__ = ["Producer", "AsyncProducer", "Publication", "AsyncPublication"]
 log = logging.getLogger("eventpush.realtime.producer")
 
 Target = Union[None, str, Backend]
+
+
+#: Seconds for each HTTP publish request (connect and read): longer than a hub's own publish timeout (10 s), so
+#: that the hub's answer about a publish its broker did not confirm arrives (a request that gets no answer at all
+#: raises PublishUnconfirmedError: it reached the server, which may have published it).
+HTTP_TIMEOUT = 30.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -75,8 +82,12 @@ class _HttpTarget:
             body, headers = encode_batch(messages), {"Content-Type": self._batch_type}
         try:
             r = self._pool.request("POST", url, body=body, headers=headers)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise self._unknown(messages, channel, url, exc) from None
         except urllib3.exceptions.MaxRetryError as exc:
             reason = exc.reason
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+                raise self._unknown(messages, channel, url, reason) from None
             # NewConnectionError subclasses urllib3's TimeoutError: a refused connection is not a timeout
             if isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
                 reason, urllib3.exceptions.NewConnectionError
@@ -91,6 +102,15 @@ class _HttpTarget:
             raise MessageTooLargeError(
                 f"the server refused the message as too large: {r.data[:200].decode('utf-8', 'replace').strip()}",
                 index=0 if len(messages) == 1 else None,
+            )
+        if r.status == 202 and r.headers.get("X-Push-Unconfirmed") is not None:
+            from .dispatcher import _parse_ranges
+
+            raise PublishUnconfirmedError(
+                f"publishing to {channel!r} ({url}): " + r.data[:500].decode("utf-8", "replace").strip(),
+                unconfirmed=_parse_ranges(r.headers.get("X-Push-Unconfirmed")),
+                withdrawn=_parse_ranges(r.headers.get("X-Push-Withdrawn")),
+                channel=channel,
             )
         if r.status == 204 and r.headers.get("X-Push-Published") is None:
             raise HTTPStatusError(
@@ -108,6 +128,17 @@ class _HttpTarget:
                 method="POST",
                 url=url,
             )
+
+    @staticmethod
+    def _unknown(messages: List[bytes], channel: str, url: str, exc: BaseException) -> PublishUnconfirmedError:
+        # The request reached the server and no answer came: the server may have published it (a hub waiting
+        # for a broker that blocks publishers answers only after its own publish timeout). Not a plain timeout,
+        # which would invite publishing again.
+        return PublishUnconfirmedError(
+            f"publishing to {channel!r} ({url}): no answer ({exc}); the message(s) may still be delivered",
+            unconfirmed=range(len(messages)),
+            channel=channel,
+        )
 
     def flush(self, timeout: Optional[float]) -> None:
         pass
@@ -160,33 +191,81 @@ class _AmqpTarget:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
             fut.cancel()
-            why = self.backend.last_error
-            raise BrokerUnavailableError(
-                f"RabbitMQ did not confirm within {timeout} s" + (f": not connected ({why})" if why else ""),
-                method="PUBLISH", url=_safe(self.url)
-            ) from None
+            raise self._unavailable(f"no answer within {timeout:g} s") from None
 
-    def send(self, messages: List[bytes], channel: str) -> None:
+    def _unavailable(self, what: str) -> BrokerUnavailableError:
+        b = self.backend
+        if b.connected:
+            return BrokerUnavailableError(
+                f"RabbitMQ at {_safe(self.url)} is connected but not confirming ({what}): it may be blocking "
+                "publishers (a resource alarm)", method="PUBLISH")
+        return BrokerUnavailableError(
+            f"RabbitMQ at {_safe(self.url)} is not reachable ({b.last_error or 'the connection was lost'}); {what}",
+            method="PUBLISH")
+
+    #: default seconds a ``publish_many`` waits for the confirms before it withdraws what RabbitMQ did not take
+    publish_timeout = 30.0
+
+    def send(self, messages: List[bytes], channel: str, publish_timeout: Optional[float] = None) -> List[Any]:
         if self.closed:
             raise ClosedError("producer is closed")
         if len(messages) == 1:
             # a buffered publish: never blocks the caller (spec §2); flush() waits for the confirms
-            self.backend.publish(messages[0], channel)
-        else:
-            self._call(self.backend.publish_async(messages, channel), 30.0)
+            return [self.backend.publish(messages[0], channel)]
+        # confirmed burst: on timeout publish_async withdraws what was not handed over (BrokerUnavailableError:
+        # not published) or names what may still be delivered (PublishUnconfirmedError)
+        t = self.publish_timeout if publish_timeout is None else publish_timeout
+        self._call(self.backend.publish_async(messages, channel, timeout=t), t + 10.0)
+        return []
+
+    def pending(self) -> int:
+        """Messages of this process's producers for this URL not confirmed yet."""
+        async def count() -> int:
+            return self.backend.unsettled()
+
+        return self._call(count(), 10.0)
 
     def flush(self, timeout: Optional[float]) -> None:
-        self._call(self.backend.flush(), timeout)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._stop()
-
-    def _stop(self) -> None:
         try:
-            self._call(self.backend.close(), 10.0)
+            self._call(self.backend.flush(), timeout)
+        except BrokerUnavailableError:
+            n = self.pending()
+            raise self._unavailable(
+                f"{n} message(s) not confirmed within {timeout:g} s; they stay queued and are retried") from None
+
+    def settle(self, records: List[Any], timeout: Optional[float]) -> None:
+        """Wait up to ``timeout`` for ``records`` to be confirmed; then withdraw those not handed to RabbitMQ and
+        raise, saying how many were not published (and which may still be delivered)."""
+        if not records:
+            return
+        margin = None if timeout is None else timeout + 10.0
+        unconfirmed, withdrawn = self._call(self.backend.settle(records, timeout), margin)
+        if not unconfirmed and not withdrawn:
+            return
+        msgs = [(r.channel, r.body) for r in records]
+        what = (f"{len(withdrawn)} message(s) not published (withdrawn: never handed to the broker, safe to "
+                f"publish again) after {timeout:g} s")
+        if unconfirmed:
+            err = self._unavailable(what)
+            raise PublishUnconfirmedError(
+                f"{err}; {len(unconfirmed)} message(s) were handed to RabbitMQ but not confirmed: they may still be "
+                "delivered — do not publish them again",
+                unconfirmed=unconfirmed, withdrawn=withdrawn, messages=msgs,
+            )
+        err = self._unavailable(what)
+        err.unsent = len(withdrawn)  # type: ignore[attr-defined]
+        raise err
+
+    def close(self) -> int:
+        """Disconnect (after a short flush while connected); returns how many messages were not published."""
+        if self.closed:
+            return 0
+        self.closed = True
+        return self._stop()
+
+    def _stop(self) -> int:
+        try:
+            return self._call(self.backend.close(), 10.0)  # logs an error naming the messages not published
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5.0)
@@ -229,15 +308,26 @@ def _shared_amqp(url: str, connect_timeout: float) -> _AmqpTarget:
         return t
 
 
+#: seconds the interpreter's exit waits for RabbitMQ to confirm buffered publishes (only when there are some)
+EXIT_FLUSH_TIMEOUT = 10.0
+
+
 @atexit.register
 def _flush_amqp_at_exit() -> None:
-    # A script's last `Producer(...).publish(...).to(...)` is buffered: deliver it before the interpreter exits.
+    # A script's last `Producer(...).publish(...).to(...)` is buffered: deliver it before the interpreter exits;
+    # whatever cannot be delivered is named in an error, never dropped silently.
     for t in list(_amqp_targets.values()):
+        if t.closed:
+            continue
         try:
-            t.flush(10.0)
-            t.close()
+            if t.pending():
+                t.flush(EXIT_FLUSH_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - reported, not raised at exit
-            log.error("unpublished realtime messages at exit (%s): %s", _safe(t.url), exc)
+            log.error("realtime messages not published at exit (%s): %s", _safe(t.url), exc)
+        try:
+            t.close()  # logs an error naming how many messages were not published
+        except Exception as exc:  # noqa: BLE001
+            log.error("closing the RabbitMQ producer for %s at exit: %s", _safe(t.url), exc)
 
 
 def _resolve(target: Target, prefix: Optional[str], timeout: float, connect_timeout: float) -> Any:
@@ -293,9 +383,15 @@ class Producer:
     """``Producer(target=None).publish(message).to(channel)``; ``publish_many(messages).to(channel)`` sends a batch
     in one round trip (one POST, or one confirmed burst on RabbitMQ). A context manager; thread-safe.
 
-    ``timeout``: seconds for each HTTP request (connect and read). ``connect_timeout``: seconds to wait for the
+    ``timeout``: seconds for each HTTP request (connect and read; 30 s, longer than a hub's publish timeout; a
+    request that got no answer raises :class:`~eventpush.realtime.PublishUnconfirmedError`). ``connect_timeout``: seconds to wait for the
     first connection to RabbitMQ (AMQP targets); a broker not reachable by then raises
-    :class:`~eventpush.realtime.BrokerUnavailableError` here, naming the URL and the cause."""
+    :class:`~eventpush.realtime.BrokerUnavailableError` here, naming the URL and the cause. ``publish_timeout``
+    (AMQP, 30 s): how long ``publish_many(...).to()`` waits for the confirms; then the messages not yet handed to
+    RabbitMQ are withdrawn — :class:`~eventpush.realtime.BrokerUnavailableError` (not published: safe to publish
+    again) — or, if some had been handed over, :class:`~eventpush.realtime.PublishUnconfirmedError` names those that
+    may still be delivered. Over HTTP a hub answers 202 with ``X-Push-Unconfirmed`` in that case, raised as
+    :class:`~eventpush.realtime.PublishUnconfirmedError` too."""
 
     def __init__(
         self,
@@ -303,8 +399,9 @@ class Producer:
         *,
         backend: Target = None,
         prefix: Optional[str] = None,
-        timeout: float = 10.0,
+        timeout: float = HTTP_TIMEOUT,
         connect_timeout: float = 5.0,
+        publish_timeout: float = 30.0,
     ) -> None:
         if backend is not None:  # spec §2 spells it Producer(backend=None)
             if target is not None:
@@ -312,6 +409,10 @@ class Producer:
             target = backend
         self._target = _resolve(target, prefix, timeout, connect_timeout)
         self._closed = False
+        # AMQP: this producer's buffered publishes not yet known to be confirmed (for close())
+        self._records: Deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._publish_timeout = publish_timeout
 
     def publish(self, message: Any) -> Publication:
         """A message (str, bytes, dict or list) to publish; call ``.to(channel)`` on the result."""
@@ -325,21 +426,44 @@ class Producer:
         if self._closed:
             raise ClosedError("this Producer is closed")
         if messages:
-            self._target.send(messages, channel)
+            if isinstance(self._target, _AmqpTarget):
+                recs = self._target.send(messages, channel, self._publish_timeout)
+            else:
+                recs = self._target.send(messages, channel)
+            if recs:
+                with self._lock:
+                    records = self._records
+                    while records and records[0].settled:
+                        records.popleft()
+                    records.extend(recs)
 
     def flush(self, timeout: Optional[float] = 30.0) -> None:
-        """Wait until buffered publishes were confirmed by the broker (AMQP targets; no-op otherwise)."""
+        """Wait until buffered publishes were confirmed by the broker (AMQP targets; no-op otherwise). On timeout
+        :class:`~eventpush.realtime.BrokerUnavailableError` says why; the messages stay queued and are retried."""
         self._target.flush(timeout)
 
-    def close(self) -> None:
-        """Flush and release this producer (shared AMQP connections stay open for other producers)."""
-        if not self._closed:
-            try:
-                self.flush()
-            finally:
-                self._closed = True
-                if isinstance(self._target, _HttpTarget):
-                    self._target.close()
+    def close(self, timeout: Optional[float] = 10.0) -> None:
+        """Flush and release this producer (shared AMQP connections stay open for other producers).
+
+        AMQP targets wait up to ``timeout`` seconds (default 10; None waits for ever) for RabbitMQ to confirm this
+        producer's buffered publishes. Then the ones not handed to the broker are withdrawn (never published) and
+        :class:`~eventpush.realtime.BrokerUnavailableError` says how many and why (the broker is unreachable, with
+        its last connection error, or it does not confirm); if some had been handed to the broker unconfirmed,
+        :class:`~eventpush.realtime.PublishUnconfirmedError` names them instead (they may still be delivered)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if isinstance(self._target, _AmqpTarget):
+                with self._lock:
+                    records = [r for r in self._records if not r.settled]
+                    self._records.clear()
+                self._target.settle(records, timeout)
+            else:
+                self._target.flush(timeout)
+        finally:
+            if isinstance(self._target, _HttpTarget):
+                self._target.close()
 
     def __enter__(self) -> "Producer":
         return self
@@ -375,7 +499,7 @@ class AsyncProducer:
         *,
         backend: Target = None,
         prefix: Optional[str] = None,
-        timeout: float = 10.0,
+        timeout: float = HTTP_TIMEOUT,
         connect_timeout: float = 5.0,
     ) -> None:
         if backend is not None:
