@@ -40,6 +40,18 @@ def test_closed_model_delivers_what_the_hub_counts(sink_hub, bench_cli, bench_sc
     assert doc["throughput"]["bytes_sent"] > 30000 * 200  # ~250-byte events
 
 
+def test_a_hub_with_several_workers_counts_every_event(hub_factory, bench_cli, bench_schema):
+    # /stats of `eventpush serve --workers 2` adds up both workers' counts (any worker may answer): the bench
+    # compares what it delivered with the whole hub's count, not one worker's share
+    hub = hub_factory("--sink", "--workers", "2")
+    before = hub.events()
+    r = bench_cli("--to", hub.base + "/connect", "--events", "20000", "--batch", "200", "--concurrency", "4",
+                  "--json", "--quiet")
+    assert r.code == 0, r
+    ev = _valid(r.json(), bench_schema)["events"]
+    assert ev["sent"] == ev["delivered"] == ev["server_counted"] == hub.events() - before == 20000
+
+
 def test_closed_model_duration_against_storage(db_hub, bench_cli, bench_schema):
     before = db_hub.events()
     r = bench_cli("--to", db_hub.base + "/barchart", "--dialect", "barchart", "--duration", "1.5", "--batch", "200",

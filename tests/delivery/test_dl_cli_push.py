@@ -99,8 +99,7 @@ def test_batch_over_the_dialect_limit_is_a_usage_error(server, tmp_path):
     assert out.returncode == 2 and "over the connect dialect's limit of 5000" in out.stderr
     out = push(src, "--to", server.url, "--collection", "c", "--spool", str(tmp_path / "spool"),
                "--checkpoint-interval", "0")
-    assert out.returncode == 2 and "--checkpoint-interval must be above 0 seconds" in out.stderr
-    assert server.received == 0
+    assert out.returncode == 2 and "argument --checkpoint-interval: must be above 0 seconds" in out.stderr
     assert server.received == 0
 
 
@@ -255,3 +254,203 @@ def test_killed_run_without_ids_sends_again_only_what_was_not_settled(make_serve
     # at most: the 2 batches on the wire and 1 answered out of order, the events answered in the last 0.05 s at
     # this server's pace (2 batches of 500 per 10 ms), the spacing of the marks (128) and scheduling slack
     assert again <= 10_000, (again, first, line)
+
+
+# -- the defects found by driving the command for real ----------------------------------------------------------
+
+
+def _summary(stderr):
+    """The numbers of the summary line: {"pushed": n, "delivered": n, "spooled": n, "rejected": n, ...}."""
+    import re
+
+    line = next(ln for ln in stderr.splitlines() if " events pushed in " in ln)
+    num = lambda pat: int(re.search(pat, line).group(1).replace(",", ""))  # noqa: E731
+    return {"pushed": num(r"([\d,]+) events pushed"), "delivered": num(r"([\d,]+) delivered"),
+            "rejected": num(r"([\d,]+) rejected by the server"), "failed": num(r"([\d,]+) failed after retries"),
+            "spooled": num(r"([\d,]+) spooled,")}
+
+
+@pytest.mark.parametrize("dialect", ["ndjson", "json-array"])
+def test_dialects_without_a_path_post_to_exactly_the_url_given(make_server, tmp_path, dialect):
+    s = make_server("status")
+    src = write_ndjson(tmp_path / "in.ndjson", 5)
+    out = push(src, "--to", s.url + "/ingest?token=t1", "--dialect", dialect)
+    assert out.returncode == 0, out.stderr
+    assert s.ids() == {f"e-{i}" for i in range(5)}
+    assert {e["path"] for e in s.log} == {"/ingest?token=t1"}  # not /ingest/
+
+
+def test_refused_credentials_stop_the_run_and_the_rerun_delivers_everything(tmp_path):
+    from support import EventServer
+
+    s = EventServer("collections", auth={"X-Project-Id": "p1", "X-Api-Key": "k1"}).start()
+    try:
+        n = 3000
+        src = write_numbered(tmp_path / "in.ndjson", n)
+        spool = tmp_path / "spool"
+        args = [str(src), "--to", s.url, "--collection", "c", "--project-id", "p1", "--spool", str(spool),
+                "--batch", "500"]
+        bad = push(*args, "--api-key", "WRONG")
+        assert bad.returncode == 1, bad.stderr
+        assert "refused the credentials (HTTP 401)" in bad.stderr and "stopped" in bad.stderr
+        progress = json.loads((spool / "push-progress.json").read_text())
+        assert not any(e.get("done") for e in progress["inputs"].values())
+        assert s.received == 0
+        good = push(*args, "--api-key", "k1")
+        assert good.returncode == 0, good.stderr
+        assert "already pushed" not in good.stderr
+        assert sorted(e["n"] for e in s.events()) == list(range(n))  # every event, once
+
+        # without --spool: the run stops reading instead of sending the whole file into 401s
+        big = write_numbered(tmp_path / "big.ndjson", 400_000)
+        s.log.clear()
+        out = push(str(big), "--to", s.url, "--collection", "c", "--project-id", "p1", "--api-key", "WRONG",
+                   "--batch", "5000", "--concurrency", "1")
+        assert out.returncode == 1 and "refused the credentials" in out.stderr
+        refused = sum(1 for e in s.log if e["status"] == 401)
+        assert 0 < refused < 40, refused  # the whole file is 80 requests of 5,000
+    finally:
+        s.stop()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="needs SIGTERM")
+def test_sigterm_ends_the_run_like_ctrl_c(make_server, tmp_path):
+    """`timeout`, `kill`, docker stop, CI cancellation: what was read is delivered or spooled, the exact line is
+    recorded, the summary printed, exit 130; the rerun sends nothing twice."""
+    s = make_server("status", slow_rate=1.0, slow_delay=0.01)
+    n = 150_000
+    src = write_numbered(tmp_path / "in.ndjson", n)
+    spool = tmp_path / "spool"
+    args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--dialect", "ndjson",
+            "--spool", str(spool), "--batch", "200", "--concurrency", "1"]
+    with running(args, stderr=subprocess.PIPE, text=True) as proc:
+        assert s.wait_for(received=1000, timeout=60), "nothing arrived"
+        proc.send_signal(signal.SIGTERM)
+        s.faults.slow_rate = 0.0
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and " events pushed in " in err
+    line = max(e["line"] for e in json.loads((spool / "push-progress.json").read_text())["inputs"].values())
+    assert 0 < line < n and s.received == line
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert sorted(e["n"] for e in s.events()) == list(range(n))  # nothing sent twice
+
+
+def test_non_finite_or_out_of_range_numbers_are_usage_errors(server, tmp_path):
+    src = write_ndjson(tmp_path / "in.ndjson", 10)
+    for opt, value in (("--timeout", "nan"), ("--timeout", "inf"), ("--checkpoint-interval", "inf"),
+                       ("--checkpoint-interval", "nan"), ("--backoff", "nan"), ("--backoff", "-1"),
+                       ("--timeout", "1e300")):
+        out = push(src, "--to", server.url, "--collection", "c", "--spool", str(tmp_path / "spool"), opt, value)
+        assert out.returncode == 2, (opt, value, out.stderr)
+        assert f"argument {opt}: must be" in out.stderr, out.stderr
+    assert server.received == 0
+
+
+def test_progress_follows_delivery_and_moves_while_the_last_batches_drain(make_server, tmp_path):
+    """The whole file fits the buffer at once: reading ends at the start, delivery takes the run. The progress
+    line says how much is settled (not read), and keeps being rewritten until the end."""
+    import re
+
+    s = make_server("status", slow_rate=1.0, slow_delay=0.05)
+    n = 20_000
+    src = write_numbered(tmp_path / "in.ndjson", n)
+    out = push(str(src), "--to", s.url, "--dialect", "ndjson", "--batch", "500", "--concurrency", "1", "--progress")
+    assert out.returncode == 0, out.stderr
+    lines = [ln.strip() for ln in re.split(r"[\r\n]", out.stderr) if "events settled" in ln]
+    parsed = []
+    for ln in lines:
+        m = re.match(r"\s*([\d.]+)%\s+([\d,]+) of ([\d,]+) events settled", ln)
+        assert m, ln
+        parsed.append((float(m.group(1)), int(m.group(2).replace(",", "")), int(m.group(3).replace(",", ""))))
+    draining = {p for p in parsed if p[2] == n and p[1] < n}
+    assert len(draining) >= 2, lines  # updated while everything read waited for delivery
+    for pct, settled, _ in parsed:
+        assert pct <= settled / n * 100 + 1.0, (pct, settled)  # the share of the input that is settled
+    assert parsed[-1][:2] == (100.0, n)
+
+
+def test_array_elements_are_reported_at_the_line_they_start_on(server, tmp_path):
+    src = tmp_path / "arr.json"
+    src.write_bytes(b'\n\n[\n  {"id": "a"},\n  {"id": "b"},\n  5,\n  {"id": "c"},\n  {"id": "d",\n   "x": 1},\n'
+                    b'  "x"\n]\n')
+    out = push(str(src), "--to", server.url, "--collection", "c")
+    assert out.returncode == 1, out.stderr
+    assert f"{src}:6: invalid event" in out.stderr and f"{src}:10: invalid event" in out.stderr
+    assert server.ids() == {"a", "b", "c", "d"}
+
+
+def test_a_changed_input_is_pushed_again_and_a_warning_says_so(server, tmp_path):
+    import os
+
+    src = tmp_path / "in.ndjson"
+    src.write_bytes(b'{"a": 1}\n{"a": 2}\nnot json\n{"a": 4}\n')
+    spool = tmp_path / "spool"
+    args = [str(src), "--to", server.url, "--collection", "c", "--spool", str(spool)]
+    first = push(*args)
+    assert first.returncode == 1 and f"{src}:3: malformed JSON" in first.stderr
+    assert "changed since" not in first.stderr
+    src.write_bytes(b'{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n')
+    os.utime(src, (time.time() + 5, time.time() + 5))
+    again = push(*args)
+    assert again.returncode == 0, again.stderr
+    assert f"warning: {src} changed since the run recorded in --spool" in again.stderr
+    assert "pushed again from its first line, with new ids" in again.stderr
+    assert server.received == 7  # what the warning announced: the 3 delivered before were sent again
+    unchanged = push(*args)
+    assert unchanged.returncode == 0 and "changed since" not in unchanged.stderr
+    assert "already pushed" in unchanged.stderr
+
+
+def test_inputs_that_cannot_be_read_are_refused_before_anything_is_sent(server, tmp_path):
+    good = write_ndjson(tmp_path / "in.ndjson", 10)
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    out = push(good, str(folder), str(tmp_path / "missing.ndjson"), "--to", server.url, "--collection", "c")
+    assert out.returncode == 2, out.stderr
+    assert f"{folder}: is a directory" in out.stderr
+    assert f"{tmp_path / 'missing.ndjson'}: No such file or directory" in out.stderr
+    assert "Traceback" not in out.stderr and server.received == 0
+
+
+def test_an_input_that_vanishes_before_it_is_opened_is_reported_with_a_summary(server, tmp_path):
+    later = write_ndjson(tmp_path / "later.ndjson", 10, start=100)
+    args = [sys.executable, "-m", "eventpush", "push", "-", later, "--to", server.url, "--collection", "c"]
+    with running(args, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdin.write(b"".join(orjson.dumps({"id": f"s-{i}"}) + b"\n" for i in range(20)))
+        proc.stdin.flush()
+        assert server.wait_for(received=20, timeout=30)  # (the inputs were checked: the push is under way)
+        (tmp_path / "later.ndjson").unlink()
+        _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    assert proc.returncode == 1, err
+    assert f"{later}: No such file or directory" in err and "Traceback" not in err
+    assert "20 delivered" in err and "1 input(s) could not be read" in err
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT"), reason="needs SIGINT")
+def test_interrupted_summary_accounts_for_every_event_pushed(make_server, tmp_path):
+    """Every event the batcher took is counted as pushed and ends delivered or spooled, and the line recorded is
+    right: the rerun delivers every event exactly once. With batches of one event, an interrupt often lands inside
+    the push, after the event was taken (the run defers it until the event is queued and counted)."""
+    n = 20_000
+    src = write_numbered(tmp_path / "in.ndjson", n)
+    for attempt in range(2):
+        s = make_server("status", slow_rate=1.0, slow_delay=0.002)
+        spool = tmp_path / f"spool-{attempt}"
+        args = [sys.executable, "-m", "eventpush", "push", str(src), "--to", s.url, "--dialect", "ndjson",
+                "--spool", str(spool), "--concurrency", "4"]
+        with running(args + ["--batch", "1"], stderr=subprocess.PIPE, text=True) as proc:
+            assert s.wait_for(received=200, timeout=60), "nothing arrived"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        c = _summary(err)
+        assert c["pushed"] == c["delivered"] + c["rejected"] + c["spooled"], (attempt, c)
+        assert c["delivered"] == settled_received(s), (attempt, c)
+        s.faults.slow_rate = 0.0
+        out = subprocess.run(args + ["--batch", "500"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert sorted(e["n"] for e in s.events()) == list(range(n)), attempt  # each once: none lost, none twice
+        s.stop()

@@ -122,6 +122,11 @@ def run_compare(
 
     from .. import __version__
 
+    # refused before the hub starts (0 is not "the default": the CLI passes its defaults itself)
+    for name, value, least in (("--events", events, 1), ("--batch", batch, 1), ("--concurrency", concurrency, 1),
+                               ("--event-size", event_size, 16)):
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}" + (" bytes" if name == "--event-size" else ""))
     say = progress or (lambda s: None)
     rows: List[Dict[str, Any]] = []
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -182,7 +187,7 @@ def run_compare(
         measure("eventpush (pure-Python twin)", "eventpush-python", engine_row(eventpush.EncoderPy,
                                                                               "eventpush (pure-Python twin)"))
         try:
-            import requests  # noqa: F401
+            __import__("requests")  # the baseline client
         except ImportError:
             rows.append(_skipped("requests + json (baseline)", "baseline",
                                  "requests is not installed (pip install requests)"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, Dict, List, Optional, TextIO
@@ -10,8 +11,12 @@ __all__ = ["LiveDisplay", "format_summary", "format_table", "fmt_int", "fmt_ms"]
 
 
 def fmt_int(n: Optional[float]) -> str:
-    """``1,234,567`` (``-`` for ``None``)."""
-    return "-" if n is None else f"{int(round(n)):,}"
+    """``1,234,567`` (``-`` for ``None``; a float that is not finite as itself, never an OverflowError)."""
+    if n is None:
+        return "-"
+    if isinstance(n, float) and not math.isfinite(n):
+        return str(n)
+    return f"{int(round(n)):,}"
 
 
 def fmt_ms(v: Optional[float]) -> str:

@@ -13,6 +13,7 @@ more than encoding it and would measure the generator instead of the client.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import time
@@ -37,8 +38,11 @@ _COUNTRIES = ("DE", "FR", "US", "GB", "NL", "SE", "JP", "BR", "IN", "CA")
 
 
 def encoded_size(event: Any) -> int:
-    """Bytes of ``event`` as compact JSON."""
-    return len(orjson.dumps(event))
+    """Bytes of ``event`` as compact JSON (integers beyond 64 bits, which orjson refuses, with all their digits)."""
+    try:
+        return len(orjson.dumps(event))
+    except TypeError:
+        return len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 def _pad_to(event: Dict[str, Any], size: int, rng: random.Random, key: str, overhead: int) -> None:
@@ -131,26 +135,26 @@ class SyntheticSource(EventSource):
 
 
 class FileSource(EventSource):
-    """Events replayed from an NDJSON file (one JSON value per line; blank lines skipped). Cycled when the run
-    asks for more events than the file holds."""
+    """Events replayed from an NDJSON file (one JSON value per line; blank lines skipped) or a JSON-array file, read
+    exactly as ``eventpush push`` reads its inputs (a UTF-8 byte order mark skipped, integers beyond 64 bits kept
+    exact). Cycled when the run asks for more events than the file holds."""
 
     def __init__(self, path: str, *, cycle: bool = False) -> None:
-        events: List[Any] = []
-        with open(path, "rb") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    events.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
-                    raise ValueError(f"{path}, line {lineno}: not valid JSON: {exc}") from None
+        from ..cli.push import read_events
+
+        def bad(name: str, lineno: int, reason: str) -> None:
+            raise ValueError(f"{path}, line {lineno}: not valid JSON: {reason}")
+
+        try:
+            events: List[Any] = [ev for _, ev in read_events(path, bad)]
+        except OSError as exc:  # (a directory or an unreadable file: a ValueError of the reader already)
+            raise ValueError(f"{path}: {exc.strerror or exc}") from None
         if not events:
             raise ValueError(f"{path}: no events")
         self.events = events
         self.path = path
         self.limit = None if cycle else len(events)
-        self.avg_size = sum(len(orjson.dumps(e)) for e in events[:1000]) / min(len(events), 1000)
+        self.avg_size = sum(encoded_size(e) for e in events[:1000]) / min(len(events), 1000)
         self.description = f"{len(events):,} events replayed from {os.path.basename(path)}" + (
             " (cycled)" if cycle else "")
         self._iter: Iterator[Any] = itertools.cycle(events) if cycle else iter(events)

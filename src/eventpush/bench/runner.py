@@ -17,10 +17,9 @@ timeline of the report and the live display).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import ipaddress
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from .. import errors as ep_errors
+from ..cli.push import MAX_SECONDS, exact_target
 from ..dialects import get_dialect
 from .events import EventSource, FileSource, SyntheticSource
 from .embedded import fetch_stats
@@ -91,10 +91,13 @@ class LoadConfig:
             raise ValueError("--concurrency must be at least 1")
         if batch < 1:
             raise ValueError("--batch must be at least 1")
-        if rate is not None and rate <= 0:
-            raise ValueError("--rate must be positive")
-        if duration is not None and duration <= 0:
-            raise ValueError("--duration must be positive")
+        # (not x > 0 also refuses NaN; a non-finite rate would never end an open-model run)
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise ValueError("--rate must be a finite number above 0")
+        if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_SECONDS):
+            raise ValueError(f"--duration must be a finite number above 0, at most {MAX_SECONDS:g}")
+        if not (math.isfinite(timeout) and 0 < timeout <= MAX_SECONDS):
+            raise ValueError(f"--timeout must be a finite number above 0, at most {MAX_SECONDS:g}")
         if events is not None and events < 1:
             raise ValueError("--events must be at least 1")
         if event_size < 16:
@@ -183,6 +186,17 @@ class _Tally:
         self.messages: Counter = Counter()
         self.last_done = 0.0
         self.last_send = 0.0
+        # requests queued for the sender but never sent (their Future cancelled when the run was interrupted): they
+        # are taken out of the sent counts (requests_sent, events_sent, bytes_sent count what was queued)
+        self.unsent_requests = 0
+        self.unsent_events = 0
+        self.unsent_bytes = 0
+        # the requests counted as sent whose result is not tallied yet: Future -> (start, events, bytes)
+        self.queued: Dict[Any, Any] = {}
+
+    @property
+    def net_events_sent(self) -> int:
+        return self.events_sent - self.unsent_events
 
     def error(self, kind: str, message: Optional[str], n: int = 1) -> None:
         # caller holds the lock
@@ -192,6 +206,14 @@ class _Tally:
             message = message[:200]
             if message in self.messages or len(self.messages) < MAX_MESSAGES:
                 self.messages[message] += n
+
+
+def _stats_source(doc: Dict[str, Any]) -> Any:
+    """Which processes counted a ``/stats`` document: a hub with ``--workers N`` adds up every worker's counts
+    and names them in ``pids`` (any worker may answer); older hubs and other servers give one ``pid``. Two
+    documents from the same source can be subtracted."""
+    pids = doc.get("pids")
+    return tuple(pids) if isinstance(pids, list) else doc.get("pid")
 
 
 def _transport_kind(exc: BaseException) -> str:
@@ -269,13 +291,8 @@ def run_load(
         headers["X-Project-Id"] = config.project_id
     if config.api_key is not None:
         headers["X-Api-Key"] = config.api_key
-    base_url, send_dialect = config.url, dialect
-    if dialect.batch_path == "/":
-        # dialects without a path of their own (ndjson, json-array) post to exactly the URL the user named
-        # (appending "/" would turn /ingest into /ingest/, which many servers route elsewhere)
-        parts = urlsplit(config.url)
-        base_url = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-        send_dialect = dataclasses.replace(dialect, batch_path=parts.path or "/")
+    # dialects without a path of their own (ndjson, json-array) post to exactly the URL the user named
+    base_url, send_dialect = exact_target(config.url, dialect)
     retry = Retry(attempts=config.retries + 1, backoff=0.05, backoff_max=1.0, total=max(5.0, config.timeout))
     transport = Transport(base_url, headers=headers,
                           timeout=Timeout(connect=min(10.0, config.timeout), read=config.timeout), retry=retry,
@@ -299,7 +316,23 @@ def run_load(
 
     stats_before = fetch_stats(config.stats_url, timeout=3.0) if config.stats_url else None
 
-    def on_done(fut: Any, start: float, count: int) -> None:
+    def on_done(fut: Any) -> None:
+        # once per request (the driver may call it too, for a request whose callback an interrupt kept from being
+        # added): whoever takes the request out of ``queued`` tallies it
+        with tally.lock:
+            info = tally.queued.pop(fut, None)
+        if info is None:
+            return
+        start, count, nbytes = info
+        if fut.cancelled():  # queued, never sent: the run was interrupted (see below)
+            with tally.lock:
+                tally.unsent_requests += 1
+                tally.unsent_events += count
+                tally.unsent_bytes += nbytes
+                done_all.notify_all()
+            if not open_model:
+                slots.release()
+            return
         now = time.perf_counter()
         us = int((now - start) * 1e6)
         exc = fut.exception()
@@ -367,17 +400,19 @@ def run_load(
         history.append(dict(prev))
         with tally.lock:
             win = tally.window.snapshot_and_reset()
-            cur = {"events_sent": tally.events_sent, "events_done": tally.events_done, "delivered": tally.delivered,
-                   "requests_done": tally.requests_done, "errors": tally.errors_total, "bytes": tally.bytes_sent}
+            cur = {"events_sent": tally.net_events_sent, "events_done": tally.events_done,
+                   "delivered": tally.delivered, "requests_done": tally.requests_done, "errors": tally.errors_total,
+                   "bytes": tally.bytes_sent - tally.unsent_bytes}
         t = now - t0
         dt = max(1e-9, t - prev["t"])
         point = {
             "t": round(t, 3),
-            "events_per_s": round((cur["events_sent"] - prev["events_sent"]) / dt, 1),
+            # (max: requests counted when queued, then cancelled by an interrupt, are taken back out)
+            "events_per_s": round(max(0, cur["events_sent"] - prev["events_sent"]) / dt, 1),
             "delivered_per_s": round((cur["delivered"] - prev["delivered"]) / dt, 1),
             "requests": cur["requests_done"] - prev["requests_done"],
             "errors": cur["errors"] - prev["errors"],
-            "mb_per_s": round((cur["bytes"] - prev["bytes"]) / dt / 1e6, 3),
+            "mb_per_s": round(max(0, cur["bytes"] - prev["bytes"]) / dt / 1e6, 3),
             "p50_ms": _ms(win.percentile(50)),
             "p99_ms": _ms(win.percentile(99)),
             "max_ms": _ms(win.max),
@@ -394,7 +429,7 @@ def run_load(
             if on_tick is not None:
                 try:
                     with tally.lock:
-                        totals = {"elapsed": point["t"], "events_sent": tally.events_sent,
+                        totals = {"elapsed": point["t"], "events_sent": tally.net_events_sent,
                                   "delivered": tally.delivered, "errors": tally.errors_total,
                                   "p99_total_ms": _ms(tally.latency.percentile(99))}
                     on_tick({**point, **totals})
@@ -408,6 +443,8 @@ def run_load(
     sampler_thread = threading.Thread(target=sampler, name="eventpush-bench-sampler", daemon=True)
     sampler_thread.start()
     t0 = time.perf_counter()
+    fut: Any = None
+    tracked = True
     try:
         k = 0
         pending: List[Any] = []
@@ -448,6 +485,7 @@ def run_load(
                 slots.acquire()
                 start = time.perf_counter()
             send_at = time.perf_counter()
+            fut, tracked = None, False
             fut = sender.send(batch)
             # counted once queued: an interrupt before this line leaves nothing in flight to wait for
             with tally.lock:
@@ -455,11 +493,23 @@ def run_load(
                 tally.events_sent += batch.count
                 tally.bytes_sent += batch.nbytes
                 tally.last_send = send_at
+                tally.queued[fut] = (start, batch.count, batch.nbytes)
+            tracked = True
+            fut.add_done_callback(on_done)
             if open_model:
                 tally.lag.record(int((send_at - start) * 1e6))
-            fut.add_done_callback(functools.partial(on_done, start=start, count=batch.count))
     except KeyboardInterrupt:
         interrupted = True
+        if fut is not None and not tracked:
+            # the interrupt came between the request being queued and being counted: count it now (its result is
+            # tallied below, when it is done: no callback was added)
+            with tally.lock:
+                if fut not in tally.queued:
+                    tally.requests_sent += 1
+                    tally.events_sent += batch.count
+                    tally.bytes_sent += batch.nbytes
+                    tally.last_send = send_at
+                    tally.queued[fut] = (start, batch.count, batch.nbytes)
     except BaseException:
         # an unexpected failure of the driver itself: stop the threads and the pool, then let it propagate
         sampler_stop.set()
@@ -469,13 +519,26 @@ def run_load(
     if stop.is_set():
         interrupted = True
     try:
+        if interrupted:
+            # stop at once: the requests queued behind the busy connections (up to 1,000 in the open model) are not
+            # sent (cancelled, counted as not sent); only the requests in flight finish
+            with tally.lock:
+                waiting = list(tally.queued)
+            for fut in waiting:
+                fut.cancel()
         # in-flight requests finish: bounded by the transport's timeouts and retry cap, and by this deadline
         deadline = time.perf_counter() + config.timeout * (config.retries + 1) + 10.0
         with tally.lock:
-            while tally.requests_done < tally.requests_sent and time.perf_counter() < deadline:
+            while any(not f.done() for f in tally.queued) and time.perf_counter() < deadline:
                 done_all.wait(0.5)
     except KeyboardInterrupt:
         interrupted = True
+    # a request that is done but not tallied: its callback was never added (an interrupt came between), or it runs
+    # right now (then on_done tallies it once all the same)
+    with tally.lock:
+        finished = [f for f in tally.queued if f.done()]
+    for f in finished:
+        on_done(f)
     end = time.perf_counter()
     cpu = time.process_time() - cpu0
     sampler_stop.set()
@@ -499,11 +562,18 @@ def run_load(
     transport.close()
     stats_after = fetch_stats(config.stats_url, timeout=5.0) if config.stats_url else None
     server_counted = None
-    if stats_before is not None and stats_after is not None and stats_before.get("pid") == stats_after.get("pid"):
+    if stats_before is not None and stats_after is not None and _stats_source(stats_before) == _stats_source(
+            stats_after):
         server_counted = stats_after["events"] - stats_before["events"]
 
     elapsed = max(1e-9, end - t0)
     with tally.lock:
+        if tally.unsent_requests:
+            tally.error("not_sent", f"interrupted: {tally.unsent_requests:,} queued requests "
+                        f"({tally.unsent_events:,} events) were not sent", tally.unsent_events)
+        events_sent = tally.net_events_sent
+        requests_sent = tally.requests_sent - tally.unsent_requests
+        bytes_sent = tally.bytes_sent - tally.unsent_bytes
         # open model: how well the timetable was kept, from the first intended send to the last actual send plus
         # one request slot (a run that sent everything on time scores exactly the offered rate)
         issue_span = max(1e-9, (tally.last_send or end) - t0 + per_request)
@@ -522,7 +592,7 @@ def run_load(
             "interrupted": interrupted,
             "elapsed_s": round(elapsed, 4),
             "events": {
-                "sent": tally.events_sent,
+                "sent": events_sent,
                 "delivered": tally.delivered,
                 "duplicates": tally.duplicates,
                 "rejected": tally.rejected,
@@ -531,16 +601,16 @@ def run_load(
                 "retried": tally.retried_events,
                 "server_counted": server_counted,
             },
-            "requests": {"sent": tally.requests_sent, "completed": tally.requests_done, "ok": tally.requests_ok,
+            "requests": {"sent": requests_sent, "completed": tally.requests_done, "ok": tally.requests_ok,
                          "retries": tally.retries},
             "throughput": {
                 "events_per_s": round(tally.delivered / elapsed, 1),
-                "sent_per_s": round(tally.events_sent / elapsed, 1),
+                "sent_per_s": round(events_sent / elapsed, 1),
                 "requests_per_s": round(tally.requests_done / elapsed, 2),
-                "bytes_sent": tally.bytes_sent,
-                "mb_per_s": round(tally.bytes_sent / elapsed / 1e6, 3),
+                "bytes_sent": bytes_sent,
+                "mb_per_s": round(bytes_sent / elapsed / 1e6, 3),
                 "offered_rate": config.rate,
-                "achieved_rate": round((tally.events_sent - tally.invalid) / issue_span, 1) if open_model else None,
+                "achieved_rate": round((events_sent - tally.invalid) / issue_span, 1) if open_model else None,
             },
             "latency_ms": latency_summary(tally.latency),
             "send_lag_ms": latency_summary(tally.lag) if open_model else None,
@@ -552,7 +622,7 @@ def run_load(
             },
             "client_cpu": {
                 "seconds": round(cpu, 4),
-                "per_million_events": round(cpu / tally.events_sent * 1e6, 3) if tally.events_sent else None,
+                "per_million_events": round(cpu / events_sent * 1e6, 3) if events_sent else None,
             },
             "timeline": timeline,
             "latency_buckets": [[lo, hi, c] for lo, hi, c in tally.latency.buckets()],

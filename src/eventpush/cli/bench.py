@@ -5,8 +5,9 @@ synthetic Connect events through eventpush (compiled core and pure-Python twin) 
 ``requests`` + ``json`` client, prints one table and stops the hub. With ``--to URL`` it loads that endpoint
 (closed model, or open model with ``--rate``) and reports throughput, latency percentiles, errors by status and
 kind, retries, duplicates and the events the server acknowledged. Exit status: 0 when every event sent was
-delivered, 1 otherwise, 2 for a usage error (including a non-loopback target without ``--yes``), 130 when
-interrupted.
+delivered, 1 otherwise (or when the ``--report`` could not be written at the end: the results are printed anyway),
+2 for a usage error (including a non-loopback target without ``--yes``, a non-finite number, or a ``--report`` path
+that cannot be written, all refused before any load is sent), 130 when interrupted (SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from typing import Any, Dict, Optional
 from urllib.parse import urlsplit
+
+from .push import MAX_SECONDS, TermAsInterrupt, finite_float
 
 __all__ = ["register", "run"]
 
@@ -42,8 +44,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "  eventpush bench --to http://127.0.0.1:8787/barchart --dialect barchart --rate 5000 --duration 30 \\\n"
         "      --report bench.html\n"
         "  eventpush bench --to http://127.0.0.1:9000/ingest --dialect ndjson --events-file events.ndjson --json\n"
-        "\nexit status: 0 every event delivered; 1 some were not (or a hub count differs); 2 usage error;\n"
-        "130 interrupted",
+        "\nexit status: 0 every event delivered; 1 some were not (or a hub count differs, or the report could not\n"
+        "be written); 2 usage error; 130 interrupted (SIGINT, SIGTERM)",
     )
     t = p.add_argument_group("target")
     t.add_argument("--to", metavar="URL", help="the endpoint to load (the dialect's batch path is appended: "
@@ -67,11 +69,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     m.add_argument("--concurrency", type=int, default=None, metavar="N",
                    help="requests in flight (closed model) or at most in flight (open model); default 4 with "
                    "--to, 2 in the embedded comparison")
-    m.add_argument("--rate", type=float, metavar="EVENTS_PER_S",
+    m.add_argument("--rate", type=finite_float(above=0, at_most=None, unit="events/s"), metavar="EVENTS_PER_S",
                    help="open model: send batches on a fixed timetable at this many events/s; latency is measured "
                    "from each request's intended send time (no coordinated omission)")
     stop = m.add_mutually_exclusive_group()
-    stop.add_argument("--duration", type=float, metavar="S",
+    stop.add_argument("--duration", type=finite_float(above=0, at_most=MAX_SECONDS, unit="seconds"), metavar="S",
                       help="run for S seconds (default 10 with --to, unless --events or --events-file)")
     stop.add_argument("--events", type=int, metavar="N",
                       help=f"send N events (in the embedded comparison: per row, default {DEFAULT_EVENTS:,})")
@@ -86,7 +88,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     m.add_argument("--gzip", action="store_true", help="gzip request bodies (when the dialect allows it)")
     m.add_argument("--retries", type=int, default=2, metavar="N",
                    help="retries per request on connection errors, timeouts, 429 and 5xx (default 2)")
-    m.add_argument("--timeout", type=float, default=30.0, metavar="S", help="read timeout per request (default 30)")
+    m.add_argument("--timeout", type=finite_float(above=0, at_most=MAX_SECONDS, unit="seconds"), default=30.0,
+                   metavar="S", help="read timeout per request (default 30)")
     m.add_argument("--core", choices=("auto", "cython", "python"), default="auto",
                    help="encoder core for --to runs (default auto: the selected one)")
     o = p.add_argument_group("output")
@@ -113,26 +116,6 @@ def _encoder(core: str) -> Any:
     return eventpush.Encoder
 
 
-class _TermAsInterrupt:
-    """While active, SIGTERM ends the run like Ctrl-C (so the embedded hub is stopped and a summary printed)."""
-
-    def __enter__(self) -> "_TermAsInterrupt":
-        self._old = None
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handler)
-        except ValueError:  # not the main thread
-            pass
-        return self
-
-    @staticmethod
-    def _handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-
 _ASCII = str.maketrans({"✓": "ok", "✗": "MISSING", "×": "x", "→": "->", "≠": "!=", "…": "..."})
 
 
@@ -145,23 +128,57 @@ def _printable(text: str, stream: Any) -> str:
     return text
 
 
-def _emit(doc: Dict[str, Any], args: argparse.Namespace, text: str) -> None:
+def _report_problem(path: str) -> Optional[str]:
+    """Why ``--report path`` could not be written, checked before any load is sent (``None``: it can)."""
+    if os.path.isdir(path):
+        return "is a directory"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"no such directory: {parent}"
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "not writable"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        return f"directory not writable: {parent}"
+    return None
+
+
+def _emit(doc: Dict[str, Any], args: argparse.Namespace, text: str) -> bool:
+    """Print the results (the ``--json`` document or the text summary), then write the ``--report``; False when
+    the report could not be written (reported on stderr: the results are on stdout all the same)."""
+    report_error: Optional[str] = None
     if args.report:
         from ..bench.report import write_report
 
-        write_report(doc, args.report)
+        try:
+            write_report(doc, args.report)
+        except OSError as exc:
+            report_error = exc.strerror or str(exc)
     try:
         if args.json:
             sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         else:
             print(_printable(text, sys.stdout))
-            if args.report:
+            if args.report and report_error is None:
                 print(f"report: {args.report}")
         sys.stdout.flush()
     except BrokenPipeError:  # `eventpush bench | head`: the reader left; not an error of the bench
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+    if report_error is not None:
+        _err(f"--report {args.report}: cannot write the report: {report_error} (the results are above)")
+        return False
+    return True
+
+
+def _check_outputs(args: argparse.Namespace) -> bool:
+    if args.report:
+        problem = _report_problem(args.report)
+        if problem is not None:
+            _err(f"--report {args.report}: {problem}")
+            return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,13 +207,21 @@ def _run_compare(args: argparse.Namespace) -> int:
             _err(f"--{opt.replace('_', '-')} needs a target (--to URL); the embedded comparison sends a fixed "
                  "number of events per row (--events)")
             return 2
+    events = DEFAULT_EVENTS if args.events is None else args.events
+    concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
+    if events < 1:
+        _err("--events must be at least 1")
+        return 2
+    if concurrency < 1:
+        _err("--concurrency must be at least 1")
+        return 2
+    if not _check_outputs(args):
+        return 2
     try:
-        import uvicorn  # noqa: F401
+        __import__("uvicorn")  # the embedded hub's server
     except ImportError:
         _err("the embedded hub needs uvicorn: pip install 'eventpush[hub]'")
         return 2
-    events = args.events or DEFAULT_EVENTS
-    concurrency = args.concurrency or DEFAULT_CONCURRENCY
     displays: Dict[str, Any] = {}
 
     def live(name: str) -> Any:
@@ -212,7 +237,7 @@ def _run_compare(args: argparse.Namespace) -> int:
             print(_printable(line, sys.stderr), file=sys.stderr, flush=True)
 
     try:
-        with _TermAsInterrupt():
+        with TermAsInterrupt():
             doc = run_compare(events=events, batch=args.batch, concurrency=concurrency,
                               event_size=args.event_size, seed=args.seed, progress=progress, live=live)
     except HubStartError as exc:
@@ -238,8 +263,8 @@ def _run_compare(args: argparse.Namespace) -> int:
             f"Total: {doc['elapsed_s']:.1f} s. Load any endpoint with: eventpush bench --to URL --dialect ...")
     if not doc["all_delivered"]:
         text += "\nNOT ALL EVENTS WERE DELIVERED: see the delivered column."
-    _emit(doc, args, text)
-    return 0 if doc["all_delivered"] else 1
+    written = _emit(doc, args, text)
+    return 0 if doc["all_delivered"] and written else 1
 
 
 def _run_target(args: argparse.Namespace) -> int:
@@ -258,10 +283,12 @@ def _run_target(args: argparse.Namespace) -> int:
     if args.events_file and not os.path.isfile(args.events_file):
         _err(f"--events-file {args.events_file}: no such file")
         return 2
+    if not _check_outputs(args):
+        return 2
     try:
         config = LoadConfig(
             url=url, dialect=args.dialect, project_id=args.project_id, api_key=args.api_key,
-            collection=args.collection, concurrency=args.concurrency or 4, rate=args.rate, duration=args.duration,
+            collection=args.collection, concurrency=4 if args.concurrency is None else args.concurrency, rate=args.rate, duration=args.duration,
             events=args.events, batch=args.batch, event_size=args.event_size, gzip=args.gzip,
             events_file=args.events_file, seed=args.seed, retries=args.retries, timeout=args.timeout,
             encoder=_encoder(args.core), stats_url=None if args.no_stats else args.stats_url,
@@ -271,7 +298,7 @@ def _run_target(args: argparse.Namespace) -> int:
         return 2
     display: Optional[LiveDisplay] = _live(args, "", compare=False)
     try:
-        with _TermAsInterrupt():
+        with TermAsInterrupt():
             doc = run_load(config, on_tick=display)
     except ValueError as exc:  # an unreadable --events-file
         _err(str(exc))
@@ -279,11 +306,11 @@ def _run_target(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.finish()
-    _emit(doc, args, format_summary(doc))
+    written = _emit(doc, args, format_summary(doc))
     if doc["interrupted"]:
         return 130
     ev = doc["events"]
     complete = ev["delivered"] == ev["sent"] and doc["errors"]["total"] == 0
     if ev["server_counted"] is not None and ev["server_counted"] != ev["delivered"]:
         complete = False
-    return 0 if complete else 1
+    return 0 if complete and written else 1
