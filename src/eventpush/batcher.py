@@ -110,6 +110,11 @@ class _Ready(deque):  # type: ignore[type-arg]
         super().append(batch)
 
 
+#: Statuses that refuse a whole request for its credentials, not for its events: a replayed spool record that gets
+#: one stays spooled (the events are not what is wrong).
+_CREDENTIALS_REFUSED = (401, 403)
+
+
 def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
     b = ref()
     if b is not None and not b._closed:
@@ -644,6 +649,17 @@ class Batcher(_BatcherBase):
                 self._c["sent"] += batch.count
                 self._c["bytes"] += batch.nbytes
                 self._c["batches"] += 1
+            if res.status in _CREDENTIALS_REFUSED and not res.delivered:
+                # The whole request refused for its credentials (a key changed between the run that spooled the
+                # events and this one): nothing is wrong with the events, so they stay spooled for a run with the
+                # right key instead of ending rejected and leaving the spool.
+                done = True
+                rec.release()
+                with self._lock:
+                    self._unhealthy = True
+                log.warning("spool replay paused: the server refused the credentials (HTTP %d); the %d spooled "
+                            "event(s) stay in the spool", res.status, batch.count)
+                return False
             left = self._settle(batch, res, replay=True)
             if left and len(left) == batch.count and res.status >= 300:
                 done = True

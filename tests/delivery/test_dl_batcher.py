@@ -165,6 +165,37 @@ def test_spool_replays_at_next_start(make_server, spool_dir):
     assert os.listdir(spool_dir) == []
 
 
+def test_a_replay_refused_for_its_credentials_keeps_the_spool(make_server, spool_dir):
+    # the events were spooled by one run; the next run has a wrong key (401 for every request): the events are
+    # not what is wrong, so they stay spooled (not rejected, not lost), and a run with the right key delivers them
+    s = make_server("collections")
+    s.down()
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:
+        for ev_id in ids(300):
+            b.push({"id": ev_id}, "c")
+        b.flush(30)
+        assert b.stats["spooled"] == 300
+    for status in (401, 403):
+        refusing = ScriptedEndpoint(lambda i, body, status=status: (status, [("Content-Type", "application/json")]))
+        errors = []
+        try:
+            with Batcher(refusing.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir,
+                         on_error=lambda e, evs: errors.append(e)) as b2:
+                assert b2.flush(30)
+                st = b2.stats
+        finally:
+            refusing.stop()
+        assert refusing.count >= 1  # the replay was tried, and refused
+        assert st["rejected"] == st["replayed"] == st["delivered"] == 0 and errors == []
+        with Spool(spool_dir) as sp:
+            assert sp.pending()[1] == 300
+    s.up()
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b3:
+        assert b3.flush(30)
+        assert b3.stats["replayed"] == 300
+    assert s.ids() == set(ids(300))
+
+
 def test_replay_starts_when_the_endpoint_recovers(make_server, spool_dir):
     s = make_server("collections")
     s.down()
