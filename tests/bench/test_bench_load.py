@@ -5,10 +5,12 @@ are counted and reported, duplicates and invalid events are reported, replay and
 from __future__ import annotations
 
 import json
+import time
 
 import jsonschema
 import pytest
 
+from eventpush.bench.embedded import fetch_stats
 from eventpush.bench.runner import is_loopback
 
 
@@ -44,6 +46,10 @@ def test_a_hub_with_several_workers_counts_every_event(hub_factory, bench_cli, b
     # /stats of `eventpush serve --workers 2` adds up both workers' counts (any worker may answer): the bench
     # compares what it delivered with the whole hub's count, not one worker's share
     hub = hub_factory("--sink", "--workers", "2")
+    deadline = time.monotonic() + 60
+    while (fetch_stats(hub.base + "/stats") or {}).get("workers") != 2:  # the second worker may still be starting
+        assert time.monotonic() < deadline, "the second worker did not start"
+        time.sleep(0.1)
     before = hub.events()
     r = bench_cli("--to", hub.base + "/connect", "--events", "20000", "--batch", "200", "--concurrency", "4",
                   "--json", "--quiet")
