@@ -434,7 +434,7 @@ def test_interrupted_summary_accounts_for_every_event_pushed(make_server, tmp_pa
     """Every event the batcher took is counted as pushed and ends delivered or spooled, and the line recorded is
     right: the rerun delivers every event exactly once. With batches of one event, an interrupt often lands inside
     the push, after the event was taken (the run defers it until the event is queued and counted)."""
-    n = 20_000
+    n = 5_000
     src = write_numbered(tmp_path / "in.ndjson", n)
     for attempt in range(2):
         s = make_server("status", slow_rate=1.0, slow_delay=0.002)
