@@ -111,8 +111,8 @@ class _Ready(deque):  # type: ignore[type-arg]
 
 
 #: Statuses that refuse a whole request for its credentials, not for its events: a replayed spool record that gets
-#: one stays spooled (the events are not what is wrong).
-_CREDENTIALS_REFUSED = (401, 403)
+#: one stays spooled (the events are not what is wrong); ``eventpush push`` stops its run on one.
+CREDENTIALS_REFUSED = (401, 403)
 
 
 def _atexit_close(ref: "weakref.ref[Batcher]") -> None:
@@ -649,7 +649,7 @@ class Batcher(_BatcherBase):
                 self._c["sent"] += batch.count
                 self._c["bytes"] += batch.nbytes
                 self._c["batches"] += 1
-            if res.status in _CREDENTIALS_REFUSED and not res.delivered:
+            if res.status in CREDENTIALS_REFUSED and not res.delivered:
                 # The whole request refused for its credentials (a key changed between the run that spooled the
                 # events and this one): nothing is wrong with the events, so they stay spooled for a run with the
                 # right key instead of ending rejected and leaving the spool.

@@ -13,19 +13,9 @@ import pytest
 import requests
 
 from eventpush.realtime import AsyncProducer, Dispatcher, Producer
-from support.push import open_queue
+from support.push import amqp_app, open_queue
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def amqp_app(url, **kw):
-    args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
-    return f"""
-        import logging
-        logging.basicConfig(level=logging.WARNING)
-        from eventpush.realtime import Dispatcher
-        app = Dispatcher(backend={url!r}, publish=True, {args})
-        """
 
 
 def passive(kind, name):

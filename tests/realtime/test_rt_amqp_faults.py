@@ -20,19 +20,9 @@ import requests
 
 from eventpush.realtime import BrokerUnavailableError, Producer, PublishUnconfirmedError
 from support.net import free_port
-from support.push import open_queue
+from support.push import amqp_app, open_queue
 
 pytestmark = pytest.mark.rabbitmq
-
-
-def amqp_app(url, **kw):
-    args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
-    return f"""
-        import logging
-        logging.basicConfig(level=logging.WARNING)
-        from eventpush.realtime import Dispatcher
-        app = Dispatcher(backend={url!r}, publish=True, {args})
-        """
 
 
 def ctl(*args, timeout=60):

@@ -18,3 +18,15 @@ def open_queue(channel_url: str, consumer: str, timeout: float = 15.0) -> None:
             buf += chunk
             if b"\n\n" in buf:
                 return
+
+
+def amqp_app(url: str, **kw: object) -> str:
+    """The source of a uvicorn app module: a publishing Dispatcher on the RabbitMQ at ``url`` (keyword arguments
+    go to the Dispatcher), for the ``spawn`` fixture."""
+    args = ", ".join(f"{k}={v!r}" for k, v in kw.items())
+    return f"""
+        import logging
+        logging.basicConfig(level=logging.WARNING)
+        from eventpush.realtime import Dispatcher
+        app = Dispatcher(backend={url!r}, publish=True, {args})
+        """

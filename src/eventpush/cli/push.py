@@ -531,15 +531,12 @@ def _taking(frame: Any, guard: Any) -> bool:
     return bool(guard.critical)
 
 
-_AUTH_STATUSES = (401, 403)
-
-
 class _AuthFailed(Exception):
     """The server refused the credentials: the run stops reading."""
 
 
 def _run(args: argparse.Namespace, guard: Any) -> int:
-    from ..batcher import Batcher
+    from ..batcher import CREDENTIALS_REFUSED, Batcher
     from ..dialects import get_dialect
     from ..errors import EventError, EventPushError, HTTPStatusError
     from ..spool import Spool
@@ -610,7 +607,7 @@ def _run(args: argparse.Namespace, guard: Any) -> int:
                 refused["cap"] = through
             if refused["key"] is None:
                 refused["key"] = at["key"]
-            if status in _AUTH_STATUSES:
+            if status in CREDENTIALS_REFUSED:
                 first = not auth
                 auth.append(str(exc))
                 if bar is not None:
