@@ -170,6 +170,12 @@ def hub_timestamp_ok(text: str) -> bool:
     """``True`` when ``text`` is a timestamp the hub accepts: ``YYYY-MM-DDTHH:MM[:SS[.1-9 digits]]`` with an
     optional ``Z`` or ``±HH[:]MM`` offset (month 01–12, day 01–31, hour 00–23, minute 00–59, second 00–60)."""
 
+def hub_id_hashes(key: bytes, cid: int, ids: List[str]) -> List[int]:
+    """The hub's keyed id hashes (its duplicate index): for each id of the list ``ids``, SipHash-2-4 under the
+    16-byte ``key`` of ``cid`` as 8 bytes (little-endian two's complement) followed by the id's UTF-8 bytes, as a
+    signed 64-bit int. ``ValueError`` for a key that is not 16 bytes, ``TypeError`` for a non-list or a non-str
+    id, ``OverflowError`` for a ``cid`` beyond 64 bits, ``UnicodeEncodeError`` for an id with a lone surrogate."""
+
 def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[Tuple[List[str], List[bytes]]]:
     """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict
     with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which

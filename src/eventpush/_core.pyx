@@ -71,6 +71,7 @@ __all__ = [
     "format_iso_naive",
     "format_iso_seconds_z",
     "hub_connect_bulk",
+    "hub_id_hashes",
     "hub_timestamp_ok",
 ]
 
@@ -116,6 +117,48 @@ cdef extern from *:
     #endif
     """
     long long eventpush_now_micros() nogil
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <stddef.h>
+    /* SipHash-2-4 (Aumasson and Bernstein), 64-bit output, little-endian reads on every platform. */
+    #define EP_ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+    #define EP_SIPROUND do { \
+        v0 += v1; v1 = EP_ROTL(v1, 13); v1 ^= v0; v0 = EP_ROTL(v0, 32); \
+        v2 += v3; v3 = EP_ROTL(v3, 16); v3 ^= v2; \
+        v0 += v3; v3 = EP_ROTL(v3, 21); v3 ^= v0; \
+        v2 += v1; v1 = EP_ROTL(v1, 17); v1 ^= v2; v2 = EP_ROTL(v2, 32); } while (0)
+    static uint64_t ep_le64(const unsigned char *p) {
+        return (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16) | ((uint64_t)p[3] << 24) |
+               ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40) | ((uint64_t)p[6] << 48) | ((uint64_t)p[7] << 56);
+    }
+    /* SipHash-2-4 of the message prefix (8 bytes) followed by m (n bytes). */
+    static uint64_t ep_siphash24(const unsigned char *key, const unsigned char *prefix, const unsigned char *m,
+                                 size_t n) {
+        uint64_t k0 = ep_le64(key), k1 = ep_le64(key + 8);
+        uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+        uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+        uint64_t total = (uint64_t)n + 8, w, last;
+        size_t i, rest;
+        int r;
+        w = ep_le64(prefix);
+        v3 ^= w; for (r = 0; r < 2; r++) EP_SIPROUND; v0 ^= w;
+        for (i = 0; i + 8 <= n; i += 8) {
+            w = ep_le64(m + i);
+            v3 ^= w; for (r = 0; r < 2; r++) EP_SIPROUND; v0 ^= w;
+        }
+        last = total << 56;
+        rest = n - i;
+        while (rest > 0) { rest--; last |= (uint64_t)m[i + rest] << (8 * rest); }
+        v3 ^= last; for (r = 0; r < 2; r++) EP_SIPROUND; v0 ^= last;
+        v2 ^= 0xff;
+        for (r = 0; r < 4; r++) EP_SIPROUND;
+        return v0 ^ v1 ^ v2 ^ v3;
+    }
+    """
+    uint64_t ep_siphash24(const unsigned char* key, const unsigned char* prefix, const unsigned char* m,
+                          size_t n) nogil
 
 import_datetime()
 
@@ -1564,6 +1607,43 @@ def hub_connect_bulk(events, max_event_bytes):
     if len(set(ids)) != len(ids):
         return None
     return ids, bodies
+
+
+def hub_id_hashes(key, cid, ids):
+    """The hub's keyed id hashes (see ``_core.pyi``): for each id of the list ``ids``, SipHash-2-4 under the
+    16-byte ``key`` of ``cid`` (8 bytes, little-endian two's complement) followed by the id's UTF-8 bytes, as a
+    signed 64-bit int."""
+    cdef const unsigned char* k
+    cdef unsigned char prefix[8]
+    cdef long long c
+    cdef uint64_t h
+    cdef Py_ssize_t i, n
+    cdef const char* data
+    cdef list out
+    if not PyBytes_CheckExact(key) or PyBytes_GET_SIZE(key) != 16:
+        raise ValueError("the id hash key must be 16 bytes")
+    if not PyList_CheckExact(ids):
+        raise TypeError("ids must be a list")
+    c = cid  # an int beyond 64 bits raises OverflowError, as the twin does
+    for i in range(8):
+        prefix[i] = <unsigned char>((<unsigned long long>c) >> (8 * i))
+    k = <const unsigned char*>PyBytes_AS_STRING(key)
+    out = []
+    for eid in ids:  # a list: each item read with its own reference
+        if not PyUnicode_CheckExact(eid):
+            raise TypeError(f"an event id must be a str, not {type(eid).__name__}")
+        if PyUnicode_IS_COMPACT_ASCII(eid):
+            data = <const char*>PyUnicode_DATA(eid)
+            n = PyUnicode_GET_LENGTH(eid)
+        else:
+            data = PyUnicode_AsUTF8AndSize(eid, &n)
+            if data == NULL:  # a lone surrogate
+                PyErr_Clear()
+                eid.encode()  # raises the twin's UnicodeEncodeError
+                raise UnicodeEncodeError("utf-8", eid, 0, 1, "surrogates not allowed")
+        h = ep_siphash24(k, prefix, <const unsigned char*>data, <size_t>n)
+        out.append(<long long>h)
+    return out
 
 
 cdef bint _tp_prefixed(dict event):

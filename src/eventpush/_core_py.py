@@ -30,6 +30,7 @@ __all__ = [
     "format_iso_naive",
     "format_iso_seconds_z",
     "hub_connect_bulk",
+    "hub_id_hashes",
     "hub_timestamp_ok",
 ]
 
@@ -1155,6 +1156,66 @@ def _hub_plain(v: Any, depth: int) -> bool:
             return False
         return all(_hub_plain(x, depth + 1) for x in v)
     return False
+
+
+_M64 = (1 << 64) - 1
+
+
+def _siphash24(key: bytes, data: bytes) -> int:
+    """SipHash-2-4 (Aumasson and Bernstein) of ``data`` under the 16-byte ``key``, as an unsigned 64-bit int."""
+    k0 = int.from_bytes(key[:8], "little")
+    k1 = int.from_bytes(key[8:16], "little")
+    v0 = 0x736F6D6570736575 ^ k0
+    v1 = 0x646F72616E646F6D ^ k1
+    v2 = 0x6C7967656E657261 ^ k0
+    v3 = 0x7465646279746573 ^ k1
+
+    def rounds(n: int) -> None:
+        nonlocal v0, v1, v2, v3
+        for _ in range(n):
+            v0 = (v0 + v1) & _M64
+            v1 = ((v1 << 13) | (v1 >> 51)) & _M64
+            v1 ^= v0
+            v0 = ((v0 << 32) | (v0 >> 32)) & _M64
+            v2 = (v2 + v3) & _M64
+            v3 = ((v3 << 16) | (v3 >> 48)) & _M64
+            v3 ^= v2
+            v0 = (v0 + v3) & _M64
+            v3 = ((v3 << 21) | (v3 >> 43)) & _M64
+            v3 ^= v0
+            v2 = (v2 + v1) & _M64
+            v1 = ((v1 << 17) | (v1 >> 47)) & _M64
+            v1 ^= v2
+            v2 = ((v2 << 32) | (v2 >> 32)) & _M64
+
+    n = len(data)
+    end = n - n % 8
+    words = [int.from_bytes(data[i:i + 8], "little") for i in range(0, end, 8)]
+    words.append(((n & 0xFF) << 56) | int.from_bytes(data[end:], "little"))
+    for m in words:
+        v3 ^= m
+        rounds(2)
+        v0 ^= m
+    v2 ^= 0xFF
+    rounds(4)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def hub_id_hashes(key: bytes, cid: int, ids: List[str]) -> List[int]:
+    """The hub's keyed id hashes: for each id of the list ``ids``, SipHash-2-4 under the 16-byte ``key`` of
+    ``cid`` (8 bytes, little-endian two's complement) followed by the id's UTF-8 bytes, as a signed 64-bit int."""
+    if type(key) is not bytes or len(key) != 16:
+        raise ValueError("the id hash key must be 16 bytes")
+    if type(ids) is not list:
+        raise TypeError("ids must be a list")
+    prefix = cid.to_bytes(8, "little", signed=True)
+    out = []
+    for eid in ids:
+        if type(eid) is not str:
+            raise TypeError(f"an event id must be a str, not {type(eid).__name__}")
+        h = _siphash24(key, prefix + eid.encode())
+        out.append(h - (1 << 64) if h >> 63 else h)
+    return out
 
 
 def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:

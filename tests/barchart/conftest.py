@@ -51,7 +51,7 @@ class Hub:
         try:
             rows = con.execute(
                 "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid WHERE c.api = 'barchart' "
-                "ORDER BY e.rowid"
+                "ORDER BY e.seq"
             ).fetchall()
         finally:
             con.close()

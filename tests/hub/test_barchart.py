@@ -30,7 +30,7 @@ def stored(hub):
             (r[0], orjson.loads(r[1]))
             for r in conn.execute(
                 "SELECT e.eid, e.body FROM events e JOIN collections c ON c.cid = e.cid "
-                "WHERE c.api = 'barchart' ORDER BY e.rowid"
+                "WHERE c.api = 'barchart' ORDER BY e.seq"
             )
         ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import json
 import sqlite3
 import sys
 import uuid
@@ -35,7 +36,7 @@ def stored(hub, collection, project=PROJECT):
             orjson.loads(r[0])
             for r in conn.execute(
                 "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid "
-                "WHERE c.api = 'connect' AND c.project = ? AND c.name = ? ORDER BY e.rowid",
+                "WHERE c.api = 'connect' AND c.project = ? AND c.name = ? ORDER BY e.seq",
                 (project, collection),
             )
         ]
@@ -265,7 +266,7 @@ def test_batch_fast_path_and_duplicates_across_requests(hub):
 def raw_stored(hub, collection):
     with sqlite3.connect(hub.db) as conn:
         return [r[0] for r in conn.execute(
-            "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.rowid",
+            "SELECT e.body FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.seq",
             (collection,))]
 
 
@@ -568,7 +569,7 @@ def test_odd_ids_are_deduplicated_exactly(hub):
     for i in ids[:5]:
         assert hub.post(f"/connect/events/{c}", {"id": i}).status == 409
     with sqlite3.connect(hub.db) as conn:
-        eids = [r[0] for r in conn.execute(
-            "SELECT eid FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.rowid", (c,))]
+        eids = [json.loads(r[0])["id"] for r in conn.execute(
+            "SELECT body FROM events e JOIN collections c ON c.cid = e.cid WHERE c.name = ? ORDER BY e.seq", (c,))]
     assert eids == ids[:5]
     assert [e["id"] for e in stored(hub, c)] == ids[:5]

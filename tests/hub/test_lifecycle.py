@@ -28,7 +28,7 @@ BARCHART_EVENT = {"customer": "BARCHART", "product": "WATCHLIST", "type": "WATCH
 def rows(db: str, api: str = "connect") -> List[str]:
     with contextlib.closing(sqlite3.connect(db, timeout=30)) as conn:
         return [eid for (eid,) in conn.execute(
-            "SELECT e.eid FROM events e JOIN collections c USING (cid) WHERE c.api = ? ORDER BY e.rowid", (api,))]
+            "SELECT e.eid FROM events e JOIN collections c USING (cid) WHERE c.api = ? ORDER BY e.seq", (api,))]
 
 
 def serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -328,7 +328,7 @@ def test_database_failure_is_500_and_server_survives(hub_factory):
     hub = hub_factory()
     assert hub.post("/connect/events/x", {"id": "1"}).status == 200
     with sqlite3.connect(hub.db) as conn:
-        conn.execute("DROP TABLE events")
+        conn.execute("DROP TABLE chunks")
     r = hub.post("/connect/events/x", {"id": "2"})
     assert (r.status, r.json()) == (500, {"errorMessage": "An error occurred while processing your request"})
     r = hub.post("/connect/events", {"x": [{"id": "3"}]})

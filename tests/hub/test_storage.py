@@ -45,10 +45,11 @@ def test_insert_duplicates_publish_and_close(tmp_path, json_path):
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT c.api, c.project, c.name, e.eid, e.body FROM events e JOIN collections c "
-                            "USING (cid) ORDER BY e.rowid").fetchall()
+                            "USING (cid) ORDER BY e.seq").fetchall()
+    # the events view names each id (SQLite's json_extract cuts an id at U+0000: the body has it whole)
     assert rows[:4] == [
         ("connect", "p", "c", "1", '{"id":"1"}'),
-        ("connect", "p", "c", "x\x00y", '{"id":"x\\u0000y"}'),
+        ("connect", "p", "c", "x", '{"id":"x\\u0000y"}'),
         ("connect", "p", "c", "2", '{"id":"2"}'),
         ("connect", "p", "d", "1", '{"id":"1"}'),
     ]
@@ -69,7 +70,7 @@ def test_failed_transaction_rolls_back_everything(tmp_path):
         await st.start()
         await st.insert("connect", "p", [("c", ["1"], [b'{"id":"1"}'])])
         with sqlite3.connect(db) as conn:  # another process breaks the table under the hub
-            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.eid = 'bad' "
+            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON chunks WHEN NEW.body LIKE '%\"bad\"%' "
                          "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         with pytest.raises(sqlite3.DatabaseError):
             await st.insert("connect", "p", [("new-coll", ["ok"], [b'{"id":"ok"}']), ("c", ["bad"], [b'{"id":"bad"}'])])
@@ -81,7 +82,7 @@ def test_failed_transaction_rolls_back_everything(tmp_path):
 
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT eid FROM events ORDER BY rowid").fetchall() == [("1",), ("ok",)]
+        assert conn.execute("SELECT eid FROM events ORDER BY seq").fetchall() == [("1",), ("ok",)]
         assert conn.execute("SELECT count(*) FROM collections WHERE name = 'new-coll'").fetchone()[0] == 1
 
 
@@ -95,7 +96,7 @@ def test_group_commit_keeps_each_request_all_or_nothing(tmp_path):
         await st.start()
         await st.insert("connect", "p", [("c", ["0"], [b'{"id":"0"}'])])
         with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.eid = 'bad' "
+            conn.execute("CREATE TRIGGER boom BEFORE INSERT ON chunks WHEN NEW.body LIKE '%\"bad\"%' "
                          "BEGIN SELECT RAISE(ABORT, 'refused'); END")
         before = st.transactions
         gate = threading.Event()
@@ -129,7 +130,7 @@ def test_group_commit_keeps_each_request_all_or_nothing(tmp_path):
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
-                            "ORDER BY e.rowid").fetchall()
+                            "ORDER BY e.seq").fetchall()
     assert rows[:5] == [("c", "0", '{"id":"0"}'), ("c", "1", '{"id":"1"}'), ("c", "2", '{"id":"2"}'),
                         ("c", "3", '{"id":"3"}'), ("d", "1", '{"id":"1"}')]
     assert rows[5:] == [("e", str(i), '{"id":"%d"}' % i) for i in range(10)]  # nothing of the failed request
@@ -139,6 +140,7 @@ def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
     """The writer does not checkpoint; the background checkpoint keeps the WAL bounded under continuous writes
     (restarting it past the cap) and every committed row is in the database."""
     monkeypatch.setattr(storage, "_WAL_RESTART_BYTES", 1 << 20)
+    monkeypatch.setattr(storage, "_CHECKPOINT_EVERY", 0.01)  # a second by default: ~13 MB go in far less here
     db = str(tmp_path / "w.db")
     body = b'{"id":"%s","pad":"' + b"x" * 400 + b'"}'
     wal_sizes = []
@@ -166,29 +168,69 @@ def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_a_collections_newest_events_come_from_an_index(tmp_path, caplog):
-    """GET /connect/events/{collection} reads the newest rows of one collection through events_cid, not by sorting
-    the whole collection; a database made before that index gets it when opened (and says so)."""
-    db = str(tmp_path / "i.db")
-    with sqlite3.connect(db) as conn:  # a database as an earlier version made it
-        for stmt in storage._SCHEMA[:3]:
+_LAYOUT_1 = (  # the schema of storage layout 1 (one row per event), as an earlier version made it
+    "CREATE TABLE collections (cid INTEGER PRIMARY KEY, api TEXT NOT NULL, project TEXT NOT NULL, "
+    "name TEXT NOT NULL, UNIQUE (api, project, name))",
+    "CREATE TABLE events (cid INTEGER NOT NULL, eid TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX events_cid_eid ON events (cid, eid)",
+    "CREATE INDEX events_cid ON events (cid)",
+)
+
+
+def test_a_layout_1_database_is_converted_once(tmp_path, caplog):
+    """A database of layout 1 (one ``events`` row per event) is converted when opened: every event kept, in
+    order, per collection; GET reads them newest first; their ids still count as duplicates; said in the log."""
+    db = str(tmp_path / "old.db")
+    with sqlite3.connect(db) as conn:
+        for stmt in _LAYOUT_1:
             conn.execute(stmt)
         conn.execute("INSERT INTO collections (api, project, name) VALUES ('connect', 'p', 'c')")
-        conn.executemany("INSERT INTO events VALUES (1, ?, ?)", ((str(i), '{"n":%d}' % i) for i in range(100)))
+        conn.execute("INSERT INTO collections (api, project, name) VALUES ('barchart', '', 'events')")
+        conn.execute("INSERT INTO collections (api, project, name) VALUES ('connect', 'p', 'd')")
+        conn.executemany("INSERT INTO events VALUES (1, ?, ?)",
+                         ((str(i), '{"id":"%d","n":%d}' % (i, i)) for i in range(7000)))
+        conn.executemany("INSERT INTO events VALUES (2, ?, ?)",
+                         ((f"{b}/{i}", '{"b":"%s","i":%d}' % (b, i)) for b in ("B1", "B2") for i in range(3)))
+        conn.execute("""INSERT INTO events VALUES (3, 'é', '{"id":"é"}')""")
     caplog.set_level("INFO", logger="eventpush.hub")
 
     async def main() -> None:
         st = SQLiteStorage(db)
         await st.start()
-        assert await st.recent("connect", "p", "c", 3) == ['{"n":99}', '{"n":98}', '{"n":97}']
+        assert await st.recent("connect", "p", "c", 3) == ['{"id":"6999","n":6999}', '{"id":"6998","n":6998}',
+                                                           '{"id":"6997","n":6997}']
+        assert await st.recent("connect", "p", "d", 5) == ['{"id":"é"}']
+        # the converted ids are still known: duplicates, while a new id is stored
+        dups = await st.insert("connect", "p", [("c", ["5", "new", "6999"], [b'{"id":"5"}', b'{"id":"new"}',
+                                                                             b'{"id":"6999"}'])])
+        assert dups == [0, 2]
+        assert await st.insert("connect", "p", [("d", ["é"], [b'{"id":"\xc3\xa9"}'])]) == [0]
         await st.close()
 
     asyncio.run(main())
-    assert "indexing the 100 stored events by collection" in caplog.text
+    assert "converting 7007 stored events to storage layout 2" in caplog.text
     with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT cid, eid, body FROM events ORDER BY seq").fetchall()
+        assert [r for r in rows if r[0] == 1] == [(1, str(i), '{"id":"%d","n":%d}' % (i, i)) for i in range(7000)] + [
+            (1, "new", '{"id":"new"}')]
+        assert [r[1:] for r in rows if r[0] == 2] == [(f"{b}/{i}", '{"b":"%s","i":%d}' % (b, i))
+                                                      for b in ("B1", "B2") for i in range(3)]
+        assert conn.execute("SELECT count(*) FROM chunks WHERE cid = 1").fetchone()[0] == 3  # 5,000 + 2,000 + 1
+        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 7002
+        assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'events_%'").fetchone()[0] == 0
         plan = " ".join(r[-1] for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT body FROM events WHERE cid = ? ORDER BY rowid DESC LIMIT ?", (1, 3)))
-    assert "events_cid " in plan + " " and "TEMP B-TREE" not in plan
+            "EXPLAIN QUERY PLAN SELECT body FROM chunks WHERE cid = ? ORDER BY rid DESC", (1,)))
+        assert "chunks_cid" in plan and "TEMP B-TREE" not in plan
+    caplog.clear()
+
+    async def again() -> None:  # opened again: nothing left to convert
+        st = SQLiteStorage(db)
+        await st.start()
+        assert len(await st.recent("connect", "p", "c", 10_000)) == 7001
+        await st.close()
+
+    asyncio.run(again())
+    assert "converting" not in caplog.text
 
 
 def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
@@ -210,7 +252,8 @@ def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
 
         st._writer.submit(lambda: st._local.conn.create_function("hold", 0, hold)).result()
         with sqlite3.connect(db) as conn:
-            conn.execute("CREATE TRIGGER slow BEFORE INSERT ON events WHEN NEW.eid = 'hold' BEGIN SELECT hold(); END")
+            conn.execute("CREATE TRIGGER slow BEFORE INSERT ON chunks WHEN NEW.body LIKE '%\"hold\"%' "
+                         "BEGIN SELECT hold(); END")
         gate = threading.Event()
         st._writer.submit(gate.wait)  # the writer is busy: the next requests queue up and form one group
         a = asyncio.ensure_future(st.insert("connect", "p", [("c", ["a1", "a2"], [b'{"id":"a1"}', b'{"id":"a2"}'])]))
@@ -234,5 +277,81 @@ def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
         got = conn.execute("SELECT c.name, e.eid FROM events e JOIN collections c USING (cid) "
-                           "ORDER BY e.rowid").fetchall()
+                           "ORDER BY e.seq").fetchall()
     assert got == [("c", "hold"), ("c", "b"), ("d", "c"), ("c", "a1"), ("c", "e")]
+
+
+@pytest.mark.parametrize("bits", [2, 64], ids=["4-hashes", "full-hash"])
+def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits):
+    """The ids index holds 64-bit hashes: a taken hash is a duplicate only when the stored event holding it has the
+    same collection and id; another id with that hash (a collision) is still stored, once. With the hashes cut to
+    2 bits nearly every insert collides; duplicates, GET and the events view must still be exactly those of a
+    plain set of (project, collection, id), for ids repeated within a request, across requests and collections."""
+    from eventpush import _impl
+
+    real = _impl.core.hub_id_hashes
+    if bits < 64:
+        monkeypatch.setattr(_impl.core, "hub_id_hashes",
+                            lambda key, cid, ids: [h & ((1 << bits) - 1) for h in real(key, cid, ids)])
+    db = str(tmp_path / "h.db")
+    rng = __import__("random").Random(7)
+    seen: set = set()
+    stored: dict = {}
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        for r in range(60):
+            project = rng.choice(["p", "q"])
+            groups, want, pos = [], [], 0
+            for coll in rng.sample(["c", "d", "é"], rng.randint(1, 3)):
+                eids = [f"id{rng.randint(0, 40)}" for _ in range(rng.randint(1, 12))]
+                groups.append((coll, eids, [b'{"id":"%s","r":%d}' % (e.encode(), r) for e in eids]))
+                for e in eids:
+                    if (project, coll, e) in seen:
+                        want.append(pos)
+                    else:
+                        seen.add((project, coll, e))
+                        stored.setdefault((project, coll), []).append('{"id":"%s","r":%d}' % (e, r))
+                    pos += 1
+            assert await st.insert("connect", project, groups) == want, r
+        for (project, coll), bodies in stored.items():
+            assert await st.recent("connect", project, coll, 1000) == bodies[::-1]
+            # paged, three at a time, through the cursor
+            got, cursor = await st.recent_page("connect", project, coll, 3)
+            while cursor is not None:
+                page, cursor = await st.recent_page("connect", project, coll, 3, cursor)
+                got += page
+            assert got == bodies[::-1]
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT c.project, c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
+                            "ORDER BY e.seq").fetchall()
+        collided = conn.execute("SELECT count(*) FROM ids_collided").fetchone()[0]
+    assert sorted((p, c, e) for p, c, e, _ in rows) == sorted(seen)
+    for (project, coll), bodies in stored.items():
+        assert [b for p, c, _, b in rows if (p, c) == (project, coll)] == bodies
+    assert (collided > 0) == (bits < 64)
+
+
+def test_a_database_of_another_layout_is_refused(tmp_path):
+    """A file whose hub_meta says another storage layout (a newer eventpush wrote it) is refused at start, with the
+    layout named, and left as it was."""
+    db = str(tmp_path / "new.db")
+    storage.init_db(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE hub_meta SET value = 3 WHERE name = 'layout'")
+    with pytest.raises(sqlite3.DatabaseError, match="storage layout 3"):
+        storage.init_db(db)
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        with pytest.raises(sqlite3.DatabaseError, match="storage layout 3"):
+            await st.start()
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 3
