@@ -440,9 +440,10 @@ class SQLiteStorage(Storage):
         With SQLite's automatic checkpoint, the commit that crosses 1,000 WAL pages copies them and syncs the
         database file before its request can be answered; under a steady stream of random-id inserts that was
         half of the writer's time. Here a checkpoint (``PASSIVE``: it never blocks the writer) follows commits on
-        its own connection, at most once per ``_CHECKPOINT_EVERY`` seconds. A passive checkpoint cannot restart a WAL that keeps growing under continuous writes,
-        so when the WAL holds more than ``_WAL_RESTART_BYTES`` a ``RESTART`` checkpoint runs while the writer holds
-        back its next transaction, which then writes the WAL from its start again (cut back to that size)."""
+        its own connection, at most once per ``_CHECKPOINT_EVERY`` seconds. A passive checkpoint cannot restart a
+        WAL that keeps growing under continuous writes, so when the WAL holds more than ``_WAL_RESTART_BYTES`` a
+        ``RESTART`` checkpoint runs while the writer holds back its next transaction, which then writes the WAL
+        from its start again (cut back to that size)."""
         try:
             # a short wait: with --workers N another process's writer can keep a RESTART waiting, and this
             # process's writer is held back meanwhile; a RESTART that times out is tried again after a later commit
