@@ -43,7 +43,7 @@ from cpython.dict cimport (
     PyDict_Size,
 )
 from cpython.list cimport PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX, PY_SSIZE_T_MIN
@@ -161,6 +161,10 @@ cdef extern from *:
                           size_t n) nogil
 
 import_datetime()
+
+from uuid import UUID as _UUID_TYPE
+
+cdef object _UUID = _UUID_TYPE
 
 cdef object _dumps = _py.orjson_dumps  # orjson.dumps itself unless the installed orjson must be kept shallow
 # orjson from 3.11.7 writes a positive exponent "1e+16", earlier ones "1e16" (Python 3.9 has at most 3.11.5)
@@ -1091,6 +1095,7 @@ cdef enum:
     SCAN_NONSTR_KEY = 4    # a key that is not exactly str: orjson needs OPT_NON_STR_KEYS
     SCAN_NONASCII_TOP = 8  # a non-ASCII top-level key: _top_reserved decides tp_ / _id
     SCAN_DEEP = 16         # a container (dict, list or tuple) sits MAX_DEPTH deep: orjson must not see it
+    SCAN_OBJECT = 32       # another object (a dataclass, an Enum …): the twin measures what orjson writes of it
 
 
 cdef int _scan(object obj, int depth, bint keys) except -1:
@@ -1179,13 +1184,25 @@ cdef inline int _scan_value(object v, int depth, bint keys) except -1:
         return SCAN_SLOW
     if PyTime_Check(v):
         return SCAN_SLOW  # orjson 3.x drops a zero of microseconds 10000..99999 in a time: isoformat() it is
-    return 0
+    if _plain_object(v):
+        return 0
+    # a dataclass or an Enum holds what orjson writes without counting its tuples: the twin's walk looks inside
+    return SCAN_SLOW | SCAN_OBJECT
+
+
+cdef inline bint _plain_object(object v) noexcept:
+    """A value that holds no container for orjson to write: str, int and float (subclasses too: orjson writes
+    their value), None, dates and times, UUIDs. Anything else may be a dataclass or an Enum member, which orjson
+    writes with what they hold."""
+    return (PyUnicode_Check(v) or PyLong_Check(v) or PyFloat_Check(v) or v is None or PyDate_Check(v) or
+            PyTime_Check(v) or type(v) is _UUID)
 
 
 cdef bint _too_deep(object obj, int depth) noexcept:
     """The twin's ``_too_deep`` in C: whether ``obj`` (a dict, list or tuple, or a subclass, sitting ``depth`` deep)
     or a container inside it sits ``MAX_DEPTH`` deep, over their own storage (what orjson writes; orjson 3.13 does
-    not count tuples). Runs no Python code."""
+    not count tuples); also ``True`` when it holds an object that is not ``_plain_object`` (maybe a dataclass or an
+    Enum, whose insides the twin's walk measures: the caller hands the twin ``deep=None``). Runs no Python code."""
     cdef Py_ssize_t pos = 0, i
     cdef PyObject* k
     cdef PyObject* v
@@ -1193,22 +1210,23 @@ cdef bint _too_deep(object obj, int depth) noexcept:
         return True
     if PyDict_Check(obj):
         while PyDict_Next(obj, &pos, &k, &v):
-            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
-                    _too_deep(<object>v, depth + 1):
+            if _child_too_deep(<object>v, depth + 1):
                 return True
     elif PyList_Check(obj):
         for i in range(PyList_GET_SIZE(obj)):
-            v = PyList_GET_ITEM(obj, i)
-            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
-                    _too_deep(<object>v, depth + 1):
+            if _child_too_deep(<object>PyList_GET_ITEM(obj, i), depth + 1):
                 return True
     else:
         for i in range(PyTuple_GET_SIZE(obj)):
-            v = PyTuple_GET_ITEM(obj, i)
-            if (PyDict_Check(<object>v) or PyList_Check(<object>v) or PyTuple_Check(<object>v)) and \
-                    _too_deep(<object>v, depth + 1):
+            if _child_too_deep(<object>PyTuple_GET_ITEM(obj, i), depth + 1):
                 return True
     return False
+
+
+cdef inline bint _child_too_deep(object v, int depth) noexcept:
+    if PyDict_Check(v) or PyList_Check(v) or PyTuple_Check(v):
+        return _too_deep(v, depth)
+    return not _plain_object(v)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1701,7 +1719,9 @@ cdef object _rb_convert(object v, int depth):
         return _py._rb_convert(v, depth)
     if depth >= MAX_DEPTH:
         # orjson must never see it (it does not count tuples): the twin's _find_problem names the field
-        return _DEEP if (PyDict_Check(v) or PyList_Check(v) or PyTuple_Check(v)) else v
+        if PyDict_Check(v) or PyList_Check(v) or PyTuple_Check(v):
+            return _DEEP
+        return v if _plain_object(v) else _py._rb_convert(v, depth)
     if PyDict_CheckExact(v):
         out = {}
         _rb_items(out, <dict>v, depth + 1)
@@ -1713,7 +1733,9 @@ cdef object _rb_convert(object v, int depth):
         return out
     if PyList_Check(v) or PyTuple_Check(v):
         return [_rb_convert(x2, depth + 1) for x2 in v]
-    return v
+    if _plain_object(v):
+        return v
+    return _py._rb_convert(v, depth)  # maybe a dataclass or an Enum: the twin measures what it holds
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1840,7 +1862,8 @@ cdef class Encoder:
             _py._connect_py_check(d, ts_ok)
         if flags & SCAN_SLOW:
             # the scan measured the depth: nothing MAX_DEPTH deep reaches orjson
-            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default, True, (flags & SCAN_DEEP) != 0)
+            return _py._serialize(d, _OPT_CONNECT_PY, _iso_default, True,
+                                  None if flags & SCAN_OBJECT else (flags & SCAN_DEEP) != 0)
         # PERF: one plain orjson call. Naive datetimes and dates are formatted natively (byte-equal to the
         # isoformat() the twin calls through OPT_PASSTHROUGH_DATETIME); OPT_NON_STR_KEYS (slower) only when a key
         # needs it; objects that need default= (other .isoformat() types) make orjson raise and take the twin's path.
@@ -2002,8 +2025,9 @@ cdef class Encoder:
         elif rules == RULES_CONNECT_RB:
             data = self._connect_rb(event)
         elif (PyDict_Check(event) or PyList_Check(event) or PyTuple_Check(event)) and _too_deep(event, 1):
-            # the depth guard (orjson does not count tuples): refused as orjson refuses a list that deep
-            data = _py._serialize(event, 0, None, True, True)
+            # the depth guard (orjson does not count tuples): too deep, or an object inside that the twin's walk
+            # measures; refused as orjson refuses a list that deep
+            data = _py._serialize(event, 0, None, True, None)
         else:
             try:
                 data = _dumps(event)

@@ -7,6 +7,7 @@ See ``_core.pyi`` for the contract.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import math
@@ -95,7 +96,41 @@ def _too_deep(obj: Any, depth: int) -> bool:
         items = tuple.__iter__(obj)
     depth += 1
     for x in items:
-        if type(x) not in _LEAVES and isinstance(x, _CONTAINERS) and _too_deep(x, depth):
+        if type(x) not in _LEAVES and (_too_deep(x, depth) if isinstance(x, _CONTAINERS)
+                                       else _object_too_deep(x, depth)):
+            return True
+    return False
+
+
+def _orjson_object_items(obj: Any) -> Optional[List[Tuple[Optional[str], Any]]]:
+    """What orjson writes of ``obj`` when it is a dataclass instance (its ``__dict__`` items, or without one its
+    fields, leaving out the names that start with ``_``) or an ``Enum`` member (its value, named ``None``);
+    ``None`` for anything else. orjson does not count the tuples inside these either: the depth guard walks them."""
+    if isinstance(obj, enum.Enum):
+        return [(None, obj.value)]
+    fields = getattr(type(obj), "__dataclass_fields__", None)
+    if fields is None:
+        return None
+    d = getattr(obj, "__dict__", None)
+    if isinstance(d, dict):
+        return [(k, v) for k, v in d.items() if not (isinstance(k, str) and k.startswith("_"))]
+    return [(k, getattr(obj, k)) for k in fields if not k.startswith("_") and hasattr(obj, k)]
+
+
+def _object_too_deep(obj: Any, depth: int) -> bool:
+    """``_too_deep`` for a dataclass instance or an ``Enum`` member sitting ``depth`` deep (a level, as a dict is);
+    ``False`` for any other object."""
+    if type(obj) is datetime or type(obj) is date:  # PERF: the usual non-JSON values
+        return False
+    items = _orjson_object_items(obj)
+    if items is None:
+        return False
+    if depth >= MAX_DEPTH:
+        return True
+    depth += 1
+    for _, x in items:
+        if type(x) not in _LEAVES and (_too_deep(x, depth) if isinstance(x, _CONTAINERS)
+                                       else _object_too_deep(x, depth)):
             return True
     return False
 
@@ -124,11 +159,14 @@ def _nests_too_deep(obj: Any) -> bool:
         elif isinstance(v, (list, tuple)):
             items = v
         else:
-            continue
+            pairs = _orjson_object_items(v)
+            if pairs is None:
+                continue
+            items = [x for _, x in pairs]
         if depth >= MAX_DEPTH:
             return True
         for x in items:
-            if isinstance(x, (dict, list, tuple)):
+            if type(x) not in _LEAVES:
                 push((x, depth + 1))
     return False
 
@@ -301,6 +339,15 @@ def _find_problem(obj: Any, path: str, depth: int, option: int, default: Any) ->
         return path, MSG_DEPTH
     if isinstance(obj, float) and not math.isfinite(obj):
         return path, MSG_NAN
+    pairs = _orjson_object_items(obj)
+    if pairs is not None:  # a dataclass or an Enum: what orjson writes of it, before orjson sees it
+        depth += 1
+        if depth >= MAX_DEPTH:
+            return path, MSG_DEPTH
+        for name, v in pairs:
+            found = _find_problem(v, path if name is None else _child(path, name), depth, option, default)
+            if found is not None:
+                return found
     # a float subclass (orjson writes none), or anything else: orjson's own verdict
     try:
         orjson.dumps(obj, option=option, default=default)
@@ -448,11 +495,13 @@ def _py_key_errors(d: dict, errors: Dict[str, str], depth: int) -> bool:
         elif t is list or t is tuple:
             # PERF: a list of plain values (the usual one) is looked at here, without a call
             for x in v:
-                if type(x) not in _LEAVES and isinstance(x, _CONTAINERS):
+                if type(x) not in _LEAVES:  # a container, or an object the guard looks into
                     deep = _too_deep(v, depth + 1)
                     break
         elif isinstance(v, (list, tuple)):
             deep = _too_deep(v, depth + 1)
+        elif _object_too_deep(v, depth + 1):
+            deep = True
     return deep
 
 
@@ -516,11 +565,13 @@ def _rb_convert(v: Any, depth: int) -> Any:
         return f"{v.year:04d}-{v.month:02d}-{v.day:02d}T00:00:00Z"
     if depth >= MAX_DEPTH:
         # orjson must never see it (it does not count tuples): _find_problem names the field
-        return _DEEP if isinstance(v, _CONTAINERS) else v
+        return _DEEP if isinstance(v, _CONTAINERS) or _object_too_deep(v, depth + 1) else v
     if isinstance(v, dict):
         return {k: _rb_convert(x, depth + 1) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_rb_convert(x, depth + 1) for x in v]
+    if _object_too_deep(v, depth + 1):  # a dataclass or an Enum, written by orjson as it is
+        return _DEEP
     return v
 
 
@@ -642,7 +693,7 @@ def _prepare_barchart(event: Any, codes: Mapping[str, frozenset]) -> bytes:
     # the depth guard: the context is the only container (it sits at depth 2); PERF: plain values looked at here
     deep = False
     for x in context:  # type: ignore[union-attr]
-        if type(x) not in _LEAVES and isinstance(x, _CONTAINERS):
+        if type(x) not in _LEAVES:
             deep = _too_deep(context, 2)
             break
     return _serialize(out, 0, None, False, deep)
