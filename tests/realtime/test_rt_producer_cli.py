@@ -326,3 +326,25 @@ def test_subscribe_ctrl_c_ends_even_when_python_drops_the_interrupt():
     assert b"Exception ignored" in err and b"KeyboardInterrupt" in err  # the interrupt was dropped...
     assert out == b"polling\n"  # ...and the program went on to its next long-poll...
     assert proc.returncode == 0  # ...until the grace timer ended it
+
+
+def test_messages_nested_too_deep_are_refused_not_written():
+    """orjson does not count tuples: a message holding tuples nested thousands deep corrupted the heap. The
+    guarded encoding refuses it at the call site, in a child process that must survive; plain messages are as
+    orjson writes them, with integers beyond 64 bits kept whole."""
+    code = (
+        "from eventpush.realtime._base import to_bytes\n"
+        "from eventpush.errors import EventTypeError\n"
+        "t = ()\n"
+        "for _ in range(30000):\n"
+        "    t = (t,)\n"
+        "try:\n"
+        "    to_bytes({'a': t}, index=3)\n"
+        "except EventTypeError as exc:\n"
+        "    print('refused', exc.index, 'Nesting too deep' in str(exc))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.split()) == (0, ["refused", "3", "True"]), r.stderr[-2000:]
+    from eventpush.realtime._base import to_bytes
+
+    assert to_bytes({"a": [1, (2, "é")], "n": 2**70}) == b'{"a":[1,[2,"\xc3\xa9"]],"n":1180591620717411303424}'

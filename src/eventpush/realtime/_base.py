@@ -6,8 +6,7 @@ import random
 import time
 from typing import Any, Optional, Union
 
-import orjson
-
+from .._core_py import dumps_exact
 from ..errors import ClosedError, EventPushError, EventTooLargeError, EventValidationError, TransportError
 
 __all__ = [
@@ -180,7 +179,9 @@ def to_bytes(message: Any, *, index: Optional[int] = None) -> bytes:
         return bytes(message)
     if isinstance(message, (dict, list)):
         try:
-            return orjson.dumps(message)
+            # the encoder core's guarded orjson call: orjson does not count tuples, and containers nested a few
+            # thousand deep corrupted the heap; integers beyond 64 bits are written with all their digits
+            return dumps_exact(message)
         except TypeError as exc:
             from ..errors import EventTypeError
 
