@@ -96,6 +96,43 @@ def test_workers_share_one_database(hub_factory):
     assert hub.stop() in (0, -signal.SIGTERM)
 
 
+
+def test_duplicates_racing_across_workers_are_stored_once(hub_factory):
+    """Six clients post the same 4,000 ids (8 batches of 500, each client in its own order) to two worker
+    processes on one database: each id is stored once and answered new once; every other copy is answered
+    duplicate (the ids index is shared, and every insert holds SQLite's write lock)."""
+    import random
+    import uuid
+
+    hub = hub_factory("--workers", "2", "--no-access-log", "--no-realtime")
+    ids = [str(uuid.uuid4()) for _ in range(4000)]
+    batches = [ids[i:i + 500] for i in range(0, len(ids), 500)]
+    results: list = []
+    errors: list = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for batch in rng.sample(batches, len(batches)):
+                r = hub.post("/connect/events", {"race": [{"id": i} for i in rng.sample(batch, len(batch))]})
+                assert r.status == 200, r.body[:200]
+                results.extend((x["success"], x["duplicate"]) for x in r.json()["race"])
+        except Exception as exc:  # reported below, from the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results.count((True, False)) == 4000 and results.count((False, True)) == 5 * 4000
+    with sqlite3.connect(hub.db) as conn:
+        stored = conn.execute("SELECT count(*), count(DISTINCT eid) FROM events e JOIN collections c USING (cid) "
+                              "WHERE c.name = 'race'").fetchone()
+    assert stored == (4000, 4000)
+
+
 def test_sink_counts_without_storing(hub_factory, tmp_path):
     hub = hub_factory("--sink")
     events = [{"id": str(i)} for i in range(1000)] + [{"tp_x": 1}, {"a.b": 1}, {"id": "1"}]
