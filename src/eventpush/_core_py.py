@@ -96,10 +96,14 @@ def _too_deep(obj: Any, depth: int) -> bool:
         items = tuple.__iter__(obj)
     depth += 1
     for x in items:
-        if type(x) not in _LEAVES and (_too_deep(x, depth) if isinstance(x, _CONTAINERS)
-                                       else _object_too_deep(x, depth)):
+        if type(x) not in _LEAVES and _child_too_deep(x, depth):
             return True
     return False
+
+
+def _child_too_deep(x: Any, depth: int) -> bool:
+    """``_too_deep`` for a container, ``_object_too_deep`` for anything else (``x`` sits ``depth`` deep)."""
+    return _too_deep(x, depth) if isinstance(x, _CONTAINERS) else _object_too_deep(x, depth)
 
 
 def _orjson_object_items(obj: Any) -> Optional[List[Tuple[Optional[str], Any]]]:
@@ -129,8 +133,7 @@ def _object_too_deep(obj: Any, depth: int) -> bool:
         return True
     depth += 1
     for _, x in items:
-        if type(x) not in _LEAVES and (_too_deep(x, depth) if isinstance(x, _CONTAINERS)
-                                       else _object_too_deep(x, depth)):
+        if type(x) not in _LEAVES and _child_too_deep(x, depth):
             return True
     return False
 

@@ -78,16 +78,9 @@ _SCHEMA = (
     "WITHOUT ROWID",
 )
 
-# One row per stored event (needs JSON1): ``SELECT body FROM events`` reads the file as the layout-1 table did.
-_VIEW = (
-    "CREATE VIEW IF NOT EXISTS events (seq, cid, eid, body) AS SELECT (c.rid << 24) | j.key, c.cid, "
-    "CASE WHEN c.tag IS NULL THEN json_extract(j.value, '$.id') ELSE c.tag || '/' || j.key END, j.value "
-    "FROM chunks c, json_each(c.body) j WHERE c.skip IS NULL OR j.key NOT IN (SELECT value FROM json_each(c.skip))"
-)
-
 #: ``ids.h`` is the top 48 bits of the 64-bit hash: a positive key of 7 varint bytes (a negative one takes 9),
 #: with ``ref`` the chunk's rid, an entry is ~15 bytes; a collision (once per ~2**48 / n inserts, n the events
-#: stored) only costs a look at the holding chunk. Change both with _INSERT_IDS_JSON.
+#: stored) only costs a look at the holding chunk.
 _HASH_SHIFT = 16
 _HASH_MASK = (1 << 48) - 1
 
@@ -95,11 +88,18 @@ _HASH_MASK = (1 << 48) - 1
 #: what one Barchart body under the size limit holds).
 _POS_BITS = 24
 
+# One row per stored event (needs JSON1): ``SELECT body FROM events`` reads the file as the layout-1 table did.
+_VIEW = (
+    f"CREATE VIEW IF NOT EXISTS events (seq, cid, eid, body) AS SELECT (c.rid << {_POS_BITS}) | j.key, c.cid, "
+    "CASE WHEN c.tag IS NULL THEN json_extract(j.value, '$.id') ELSE c.tag || '/' || j.key END, j.value "
+    "FROM chunks c, json_each(c.body) j WHERE c.skip IS NULL OR j.key NOT IN (SELECT value FROM json_each(c.skip))"
+)
+
 _INSERT_CHUNK = "INSERT INTO chunks (cid, n, tag, body, ends) VALUES (?, ?, ?, CAST(? AS TEXT), ?)"
 # PERF: one statement per chunk; SQLite walks the JSON array in C with the GIL released for the whole statement, so
 # the event loop parses the next request on the other core meanwhile. executemany() releases and re-takes the GIL
 # around every row, which convoys with the event loop thread.
-_INSERT_IDS_JSON = ("INSERT OR IGNORE INTO ids (h, ref) SELECT (value >> 16) & 281474976710655, ? "
+_INSERT_IDS_JSON = (f"INSERT OR IGNORE INTO ids (h, ref) SELECT (value >> {_HASH_SHIFT}) & {_HASH_MASK}, ? "
                     "FROM json_each(?)")
 _INSERT_IDS = "INSERT OR IGNORE INTO ids (h, ref) VALUES (?, ?)"
 
@@ -200,20 +200,23 @@ def _connect(path: str, busy_timeout: float, synchronous: str) -> sqlite3.Connec
     return conn
 
 
-def _ensure_schema(conn: sqlite3.Connection) -> None:
-    """The schema, made or completed; a database of layout 1 is converted (once, in one transaction, logged)."""
+def _ensure_schema(conn: sqlite3.Connection) -> bool:
+    """The schema, made or completed; a database of layout 1 is converted (once, in one transaction, logged).
+    Returns whether this SQLite has JSON1 (the view and the json_each inserts need it)."""
     for stmt in _SCHEMA:
         conn.execute(stmt)
+    conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('id_hash_key', randomblob(16))")
+    json1 = _has_json(conn)
     if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone():
-        _convert_layout_1(conn)
-    if _has_json(conn):
+        _convert_layout_1(conn, json1)
+    if json1:
         conn.execute(_VIEW)
     conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('layout', ?)", (LAYOUT,))
-    conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('id_hash_key', randomblob(16))")
     layout = conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0]
     if layout != LAYOUT:
         raise sqlite3.DatabaseError(f"the database has storage layout {layout!r}, written by another version of "
                                     f"eventpush; this one reads layout {LAYOUT}")
+    return json1
 
 
 def _hash_key(conn: sqlite3.Connection) -> bytes:
@@ -223,7 +226,7 @@ def _hash_key(conn: sqlite3.Connection) -> bytes:
     return key
 
 
-def _convert_layout_1(conn: sqlite3.Connection) -> None:
+def _convert_layout_1(conn: sqlite3.Connection, json1: bool) -> None:
     """Move the events of a layout-1 database (``events(cid, eid, body)``, one row per event) into chunks of up to
     5,000 events per collection (Barchart: one chunk per batch), in stored order, with their ``ids`` rows."""
     conn.execute("BEGIN IMMEDIATE")
@@ -233,9 +236,7 @@ def _convert_layout_1(conn: sqlite3.Connection) -> None:
             return
         n = conn.execute("SELECT count(*) FROM events").fetchone()[0]
         log.info("converting %d stored events to storage layout %d (once)", n, LAYOUT)
-        conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('id_hash_key', randomblob(16))")
         key = _hash_key(conn)
-        json1 = _has_json(conn)
         apis = dict(conn.execute("SELECT cid, api FROM collections"))
         for (cid,) in conn.execute("SELECT DISTINCT cid FROM events ORDER BY cid").fetchall():
             barchart = apis.get(cid) == "barchart"
@@ -487,12 +488,11 @@ class SQLiteStorage(Storage):
 
     def _create_schema(self) -> None:
         _check_writable(self._local.conn, self.path)  # a read-only database fails the start, not every write
-        _ensure_schema(self._local.conn)
+        self._json = _ensure_schema(self._local.conn)
         if self.path != ":memory:":
             self._local.conn.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_loop does it
             # a restarted WAL is cut back to this size (the file would otherwise keep its high-water mark)
             self._local.conn.execute(f"PRAGMA journal_size_limit = {_WAL_RESTART_BYTES}")
-        self._json = _has_json(self._local.conn)
         self._key = _hash_key(self._local.conn)
         if not self._json:
             log.info("SQLite %s without JSON1: inserting with executemany", sqlite3.sqlite_version)
