@@ -27,7 +27,7 @@ from eventpush.barchart import (
 )
 from eventpush.errors import BufferFullError, ClosedError
 from eventpush.transport import Retry
-from support.net import reap_child
+from support.net import reap_child, wait_until
 
 FAST = Retry(attempts=4, backoff=0.01, backoff_max=0.05)
 
@@ -44,14 +44,6 @@ def ev(user: str, n: object = 0):
 def mine(hub, user):
     return [e for e in hub.stored() if e["context"] and e["context"][0] == user]
 
-
-def wait_until(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 @pytest.fixture

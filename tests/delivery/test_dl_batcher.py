@@ -149,19 +149,29 @@ def test_endpoint_down_for_the_whole_run_spools_everything(spool_dir):
         assert sp.pending()[1] == 5000
 
 
-def test_spool_replays_at_next_start(make_server, spool_dir):
-    s = make_server("collections")
+def spool_while_down(s, spool_dir, n):
+    """One run that pushes ``n`` events while the server ``s`` is down: all of them end in the spool."""
     s.down()
     with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:
-        for ev_id in ids(1234):
+        for ev_id in ids(n):
             b.push({"id": ev_id}, "c")
         b.flush(30)
-        assert b.stats["spooled"] == 1234
+        assert b.stats["spooled"] == n
+
+
+def replay_when_up(s, spool_dir, n):
+    """The next run, with ``s`` up again: it replays the ``n`` spooled events, and the server has them all."""
     s.up()
-    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b2:
-        assert b2.flush(30)
-        assert b2.stats["replayed"] == 1234
-    assert s.ids() == set(ids(1234))
+    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:
+        assert b.flush(30)
+        assert b.stats["replayed"] == n
+    assert s.ids() == set(ids(n))
+
+
+def test_spool_replays_at_next_start(make_server, spool_dir):
+    s = make_server("collections")
+    spool_while_down(s, spool_dir, 1234)
+    replay_when_up(s, spool_dir, 1234)
     assert os.listdir(spool_dir) == []
 
 
@@ -169,12 +179,7 @@ def test_a_replay_refused_for_its_credentials_keeps_the_spool(make_server, spool
     # the events were spooled by one run; the next run has a wrong key (401 for every request): the events are
     # not what is wrong, so they stay spooled (not rejected, not lost), and a run with the right key delivers them
     s = make_server("collections")
-    s.down()
-    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b:
-        for ev_id in ids(300):
-            b.push({"id": ev_id}, "c")
-        b.flush(30)
-        assert b.stats["spooled"] == 300
+    spool_while_down(s, spool_dir, 300)
     for status in (401, 403):
         refusing = ScriptedEndpoint(lambda i, body, status=status: (status, [("Content-Type", "application/json")]))
         errors = []
@@ -189,11 +194,7 @@ def test_a_replay_refused_for_its_credentials_keeps_the_spool(make_server, spool
         assert st["rejected"] == st["replayed"] == st["delivered"] == 0 and errors == []
         with Spool(spool_dir) as sp:
             assert sp.pending()[1] == 300
-    s.up()
-    with Batcher(s.url, CONNECT, retry=FAST_RETRY, spool_dir=spool_dir) as b3:
-        assert b3.flush(30)
-        assert b3.stats["replayed"] == 300
-    assert s.ids() == set(ids(300))
+    replay_when_up(s, spool_dir, 300)
 
 
 def test_replay_starts_when_the_endpoint_recovers(make_server, spool_dir):

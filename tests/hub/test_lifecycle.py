@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List
 import pytest
 
 from hub_support import Hub
+from support.net import wait_until
 
 BARCHART_EVENT = {"customer": "BARCHART", "product": "WATCHLIST", "type": "WATCHLIST-SYMBOL-ADDED", "timestamp": 1,
                   "context": ["x"]}
@@ -35,14 +36,6 @@ def serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "eventpush.cli.serve", *args], capture_output=True, text=True,
                           timeout=timeout)
 
-
-def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # ---------------------------------------------------------------------------------------------------- defect 1
@@ -186,7 +179,7 @@ def running(pid: int) -> bool:
 def test_workers_exit_when_the_supervisor_is_killed(hub_factory, tmp_path, supervisor_tmpdir):
     tmpdir = supervisor_tmpdir
     hub = hub_factory("--workers", "2", "--no-realtime", "--no-access-log")
-    assert wait_for(lambda: hub.logs().count("hub ready") == 2)
+    assert wait_until(lambda: hub.logs().count("hub ready") == 2, 20)
     workers = children(hub.proc.pid)
     assert len(workers) >= 2
     made = list(tmpdir.iterdir())  # the supervisor's directory for its workers
@@ -194,7 +187,7 @@ def test_workers_exit_when_the_supervisor_is_killed(hub_factory, tmp_path, super
     hub.proc.kill()  # SIGKILL: the supervisor cannot stop its workers
     hub.proc.wait()
     try:
-        assert wait_for(lambda: not any(running(p) for p in workers), timeout=30), \
+        assert wait_until(lambda: not any(running(p) for p in workers), timeout=30), \
             f"orphaned workers still running: {[p for p in workers if running(p)]}"
     finally:
         for p in workers:  # (before the fix: the orphans kept serving)
@@ -218,7 +211,7 @@ def test_stats_count_every_worker(hub_factory, supervisor_tmpdir):
     acknowledged before it."""
     tmpdir = supervisor_tmpdir
     hub = hub_factory("--workers", "2", "--no-realtime", "--no-access-log")
-    assert wait_for(lambda: hub.logs().count("hub ready") == 2)
+    assert wait_until(lambda: hub.logs().count("hub ready") == 2, 20)
     stored = 0
     answered_by = set()
     for i in range(30):  # a fresh connection each: the kernel spreads them over the workers

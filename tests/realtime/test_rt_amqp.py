@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from eventpush.realtime import AsyncProducer, Dispatcher, Producer
+from support.net import wait_for
 from support.push import amqp_app, open_queue
 
 pytestmark = pytest.mark.rabbitmq
@@ -71,12 +72,6 @@ def bg_poll(url, cid, out, timeout=20):
     t.start()
     return t
 
-
-def wait_for(pred, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_topology_fanout_exchange_queue_expires_prefetch_manual_ack(rabbitmq_url, serve, uid):

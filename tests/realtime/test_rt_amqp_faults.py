@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from eventpush.realtime import BrokerUnavailableError, Producer, PublishUnconfirmedError
-from support.net import free_port
+from support.net import free_port, wait_for
 from support.push import amqp_app, open_queue
 
 pytestmark = pytest.mark.rabbitmq
@@ -35,12 +35,6 @@ def need_rabbitmqctl():
     if ctl("status").returncode != 0:
         pytest.skip("rabbitmqctl cannot control the local broker (needs the Erlang cookie)")
 
-
-def wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -173,21 +167,21 @@ def test_a_second_stream_of_one_consumer_id_takes_over_in_order(rabbitmq_url, sp
     stop_old, stop_new = threading.Event(), threading.Event()
     t_old = threading.Thread(target=stream, args=(a, old, stop_old), daemon=True)
     t_old.start()
-    wait_for(lambda: old, what="the old stream")
+    wait_for(lambda: old, 20, what="the old stream")
     t_new = threading.Thread(target=stream, args=(b, new, stop_new), daemon=True)
     t_new.start()
-    wait_for(lambda: new, what="the new stream")
+    wait_for(lambda: new, 20, what="the new stream")
     p = Producer(a.url, prefix="")
     for i in range(10):
         p.publish(f"m{i}").to(chan)
-    wait_for(lambda: len(old) + len(new) >= 11 + 1, what="ten messages")
+    wait_for(lambda: len(old) + len(new) >= 11 + 1, 20, what="ten messages")
     assert old[1:] == [f"m{i}" for i in range(10)] and new == ["open"]
     stop_old.set()
     p.publish("m10").to(chan)  # wakes the old reader, which leaves (the message is requeued or written)
     t_old.join(15)
     for i in range(11, 20):
         p.publish(f"m{i}").to(chan)
-    wait_for(lambda: new[-1:] == ["m19"], what="the rest on the new stream")
+    wait_for(lambda: new[-1:] == ["m19"], 20, what="the rest on the new stream")
     seen = old[1:] + new[1:]
     assert [int(m[1:]) for m in seen] == sorted(int(m[1:]) for m in seen)  # in order
     assert set(seen) == {f"m{i}" for i in range(20)}

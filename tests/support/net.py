@@ -1,4 +1,5 @@
-"""Sockets and processes shared by the test folders: free ports, waiting for a server, stopping a child."""
+"""Sockets and processes shared by the test folders: free ports, waiting for a server or a condition, stopping a
+child."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import signal
 import socket
 import subprocess
 import time
-from typing import Optional
+from typing import Callable, Optional
 
-__all__ = ["free_port", "wait_port", "stop_process", "reap_child"]
+__all__ = ["free_port", "wait_port", "wait_until", "wait_for", "stop_process", "reap_child"]
 
 
 def free_port() -> int:
@@ -17,6 +18,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(pred: "Callable[[], object]", timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``pred`` until it is true or ``timeout`` seconds pass; returns its last value as a bool."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return bool(pred())
+
+
+def wait_for(pred: "Callable[[], object]", timeout: float = 10.0, what: str = "condition") -> None:
+    """``wait_until`` that fails the test (naming ``what``) when ``pred`` is still false after ``timeout``."""
+    assert wait_until(pred, timeout, 0.05), f"timed out waiting for {what}"
 
 
 def wait_port(port: int, timeout: float = 15.0, proc: "Optional[subprocess.Popen]" = None) -> None:
