@@ -188,7 +188,7 @@ class WorkerLink:
             names = [n for n in os.listdir(self.directory) if n.endswith(".sock")]
         except OSError:
             return []
-        paths = [os.path.join(self.directory, n) for n in names if os.path.join(self.directory, n) != self.path]
+        paths = [p for p in (os.path.join(self.directory, n) for n in names) if p != self.path]
         reads: List[Awaitable[Optional[Dict[str, Any]]]] = [
             asyncio.wait_for(self._read_peer(p), PEER_TIMEOUT) for p in paths]
         got = await asyncio.gather(*reads, return_exceptions=True)

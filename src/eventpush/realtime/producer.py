@@ -242,17 +242,15 @@ class _AmqpTarget:
         unconfirmed, withdrawn = self._call(self.backend.settle(records, timeout), margin)
         if not unconfirmed and not withdrawn:
             return
-        msgs = [(r.channel, r.body) for r in records]
         what = (f"{len(withdrawn)} message(s) not published (withdrawn: never handed to the broker, safe to "
                 f"publish again) after {timeout:g} s")
+        err = self._unavailable(what)
         if unconfirmed:
-            err = self._unavailable(what)
             raise PublishUnconfirmedError(
                 f"{err}; {len(unconfirmed)} message(s) were handed to RabbitMQ but not confirmed: they may still be "
                 "delivered — do not publish them again",
-                unconfirmed=unconfirmed, withdrawn=withdrawn, messages=msgs,
+                unconfirmed=unconfirmed, withdrawn=withdrawn, messages=[(r.channel, r.body) for r in records],
             )
-        err = self._unavailable(what)
         err.unsent = len(withdrawn)  # type: ignore[attr-defined]
         raise err
 
@@ -384,8 +382,8 @@ class Producer:
     in one round trip (one POST, or one confirmed burst on RabbitMQ). A context manager; thread-safe.
 
     ``timeout``: seconds for each HTTP request (connect and read; 30 s, longer than a hub's publish timeout; a
-    request that got no answer raises :class:`~eventpush.realtime.PublishUnconfirmedError`). ``connect_timeout``: seconds to wait for the
-    first connection to RabbitMQ (AMQP targets); a broker not reachable by then raises
+    request that got no answer raises :class:`~eventpush.realtime.PublishUnconfirmedError`). ``connect_timeout``:
+    seconds to wait for the first connection to RabbitMQ (AMQP targets); a broker not reachable by then raises
     :class:`~eventpush.realtime.BrokerUnavailableError` here, naming the URL and the cause. ``publish_timeout``
     (AMQP, 30 s): how long ``publish_many(...).to()`` waits for the confirms; then the messages not yet handed to
     RabbitMQ are withdrawn — :class:`~eventpush.realtime.BrokerUnavailableError` (not published: safe to publish
