@@ -187,6 +187,15 @@ def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[
     event, and says why. ``events`` may be any iterable (read until the first event that fails);
     ``max_event_bytes`` any number."""
 
+def hub_connect_scan(raw: bytes, max_event_bytes: int) -> Optional[List[Tuple[str, List[str], List[bytes]]]]:
+    """The hub's bulk path for a whole Connect batch body, read from its bytes. ``[(collection, ids, bodies),
+    ...]`` in request order when ``hub_connect_bulk`` takes every collection of the parsed body and each event's
+    bytes in ``raw`` are its ``bodies`` entry (compact, as orjson writes it); whitespace is allowed only around
+    the body's own braces, brackets, colons and commas. ``None`` otherwise, and also for a body with a backslash
+    anywhere, a collection twice, containers nested 32 deep, an object of more than 64 members or an integer of
+    more than 18 digits: the hub then parses the body. The compiled core reads the bytes without making objects
+    of them (the events' ids and bytes excepted); the twin parses and compares. ``max_event_bytes``: an int."""
+
 class BatcherBase:
     """The hot path of ``eventpush.batcher.Batcher`` (its base class): ``push``. The subclass owns everything else
     and keeps ``_lock``, ``_encoder``, ``_ready``, ``_work``, ``_buffered`` and ``_limit`` current."""

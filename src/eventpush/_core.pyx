@@ -53,7 +53,7 @@ from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.math cimport ceil, frexp, isfinite, ldexp, llround
 from libc.stdint cimport uint64_t
-from libc.string cimport memchr, memcpy, strlen
+from libc.string cimport memchr, memcmp, memcpy, strlen
 
 import os
 
@@ -71,6 +71,7 @@ __all__ = [
     "format_iso_naive",
     "format_iso_seconds_z",
     "hub_connect_bulk",
+    "hub_connect_scan",
     "hub_id_hashes",
     "hub_timestamp_ok",
 ]
@@ -92,6 +93,8 @@ cdef extern from "Python.h":
     Py_ssize_t PySequence_Fast_GET_SIZE(object o)
     PyObject* PySequence_Fast_GET_ITEM(object o, Py_ssize_t i)
     char* PyOS_double_to_string(double val, char format_code, int precision, int flags, int* ptype) except? NULL
+    double PyOS_string_to_double(const char* s, char** endptr, PyObject* overflow_exception) except? -1.0
+    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
     int Py_DTSF_ADD_DOT_0
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
     size_t PY_VECTORCALL_ARGUMENTS_OFFSET
@@ -1662,6 +1665,330 @@ def hub_id_hashes(key, cid, ids):
         h = ep_siphash24(k, prefix, <const unsigned char*>data, <size_t>n)
         out.append(<long long>h)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The hub's scan of a whole Connect batch body: the bulk path's result straight from the bytes, no objects built
+
+cdef enum:
+    SC_MAX_LEVEL = 32    # containers nested this deep or deeper are declined (the parse path takes them)
+    SC_MAX_KEYS = 64     # an object with more members is declined (its names are compared pairwise)
+    SC_MAX_NUMBER = 40   # a longer number literal is declined
+    SC_YIELD_EVERY = 256  # the GIL is let go after each this many events (a power of two)
+
+cdef double[16] _SC_P10 = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15]
+
+cdef unsigned char _SC[256]  # a string's bytes: 0 plain ASCII, 1 '"', 2 declined (controls, '\\', no UTF-8), 3 lead
+for _c in range(256):
+    _SC[_c] = (1 if _c == 34 else 2 if _c < 0x20 or _c == 92 else 0 if _c < 0x80
+               else 3 if 0xC2 <= _c <= 0xF4 else 2)
+
+
+cdef struct _ScEvent:
+    Py_ssize_t id_at      # the root "id" string's contents: first byte (-1: none yet), end, code points
+    Py_ssize_t id_end
+    Py_ssize_t id_chars
+    Py_ssize_t ts_at      # the root "timestamp" string's contents: first byte (-1: none yet), end
+    Py_ssize_t ts_end
+    Py_ssize_t ts_chars
+    int max_level
+
+
+cdef inline bint _cont(unsigned char c) noexcept:
+    return 0x80 <= c <= 0xBF
+
+
+cdef Py_ssize_t _sc_string(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* chars) noexcept:
+    """From just after an opening quote: the index just after the closing quote, or -1 for a string orjson would
+    not write back byte for byte or that is not valid UTF-8 (an escape, a control character, a surrogate, an
+    overlong form, the end of the body). ``chars[0]``: its code points."""
+    cdef Py_ssize_t start = i, extra = 0
+    cdef uint64_t word
+    cdef unsigned char c, k, c1
+    while True:
+        # PERF: eight bytes at a time while they are plain ASCII
+        while i + 8 <= n:
+            memcpy(&word, p + i, 8)
+            if (word & 0x8080808080808080ULL) or _needs_escape8(word):
+                break
+            i += 8
+        if i >= n:
+            return -1
+        c = p[i]
+        k = _SC[c]
+        if k == 0:
+            i += 1
+        elif k == 1:
+            chars[0] = i - start - extra
+            return i + 1
+        elif k == 2:
+            return -1
+        else:  # a UTF-8 lead byte: its continuation bytes, no overlong form, no surrogate, at most U+10FFFF
+            c1 = p[i + 1]  # the body's bytes end with a NUL (bytes objects do): reading one past the end is safe
+            if c < 0xE0:
+                if not _cont(c1):
+                    return -1
+                i += 2
+                extra += 1
+            elif c < 0xF0:
+                if (not _cont(c1) or (c == 0xE0 and c1 < 0xA0) or (c == 0xED and c1 > 0x9F)
+                        or i + 2 >= n or not _cont(p[i + 2])):
+                    return -1
+                i += 3
+                extra += 2
+            else:
+                if (not _cont(c1) or (c == 0xF0 and c1 < 0x90) or (c == 0xF4 and c1 > 0x8F)
+                        or i + 3 >= n or not _cont(p[i + 2]) or not _cont(p[i + 3])):
+                    return -1
+                i += 4
+                extra += 3
+
+
+cdef Py_ssize_t _sc_number(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, _Buf tmp) except -2:
+    """From a number's first byte: the index after it, or -1 unless orjson reads it as a value the bulk path
+    takes and writes it back byte for byte (an integer of at most 18 digits other than ``-0``; a float whose
+    shortest form, in orjson's spelling, is the literal itself)."""
+    cdef Py_ssize_t s = i, digits, dot = -1, j
+    cdef bint neg = p[i] == b'-', fraction = False, exponent = False
+    cdef char lit[SC_MAX_NUMBER + 1]
+    cdef double f
+    cdef long long m
+    if neg:
+        i += 1
+    if p[i] == b'0':
+        i += 1
+    elif _digit(p[i]):
+        while i < n and _digit(p[i]):
+            i += 1
+    else:
+        return -1
+    digits = i - s - neg
+    if p[i] == b'.':
+        fraction = True
+        dot = i
+        i += 1
+        if not _digit(p[i]):
+            return -1
+        while i < n and _digit(p[i]):
+            i += 1
+    if p[i] == b'e' or p[i] == b'E':
+        fraction = exponent = True
+        i += 1
+        if p[i] == b'+' or p[i] == b'-':
+            i += 1
+        if not _digit(p[i]):
+            return -1
+        while i < n and _digit(p[i]):
+            i += 1
+    if not fraction:
+        # orjson.loads gives an int (-0 reads as 0); 18 digits stay below 2**63, where the bulk path writes them
+        return -1 if digits > 18 or (neg and p[s + 1] == b'0') else i
+    if i - s > SC_MAX_NUMBER:
+        return -1
+    memcpy(lit, p + s, i - s)
+    lit[i - s] = 0
+    if not exponent and i - s - neg <= 16:
+        # PERF: at most 15 digits (and the point): their integer m is exact in a double, and so is 10**k, so the
+        # one correctly rounded division gives the double the decimal reads as (no dtoa call)
+        m = 0
+        for j in range(s + neg, i):
+            if p[j] != b'.':
+                m = m * 10 + (p[j] - 48)
+        f = <double>m / _SC_P10[i - 1 - dot]
+        if neg:
+            f = -f
+    else:
+        f = PyOS_string_to_double(lit, NULL, NULL)  # correctly rounded, as orjson.loads reads it
+    if not isfinite(f) or not -_TWO_63 < f < _TWO_63:
+        return -1
+    tmp.len = 0
+    _w_float(tmp, f)  # what the bulk path writes for it
+    if tmp.len != i - s or memcmp(tmp.data, lit, i - s) != 0:
+        return -1
+    return i
+
+
+cdef Py_ssize_t _sc_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int level, _ScEvent* ev,
+                          _Buf tmp) except -2:
+    """A value of a container at ``level``: the index after it, or -1 (declined)."""
+    cdef unsigned char c = p[i]
+    cdef Py_ssize_t chars
+    if c == b'"':
+        return _sc_string(p, i + 1, n, &chars)
+    if c == b'{':
+        return _sc_object(p, i, n, level + 1, ev, tmp)
+    if c == b'[':
+        return _sc_array(p, i, n, level + 1, ev, tmp)
+    if c == b'-' or _digit(c):
+        return _sc_number(p, i, n, tmp)
+    if c == b't':
+        return i + 4 if i + 4 <= n and memcmp(p + i, b"true", 4) == 0 else -1
+    if c == b'f':
+        return i + 5 if i + 5 <= n and memcmp(p + i, b"false", 5) == 0 else -1
+    if c == b'n':
+        return i + 4 if i + 4 <= n and memcmp(p + i, b"null", 4) == 0 else -1
+    return -1
+
+
+cdef Py_ssize_t _sc_array(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int level, _ScEvent* ev,
+                          _Buf tmp) except -2:
+    """An array at ``level`` from its '[': the index after its ']', or -1 (declined)."""
+    if level >= ev.max_level:
+        return -1
+    i += 1
+    if p[i] == b']':
+        return i + 1
+    while True:
+        i = _sc_value(p, i, n, level, ev, tmp)
+        if i < 0:
+            return -1
+        if p[i] == b',':
+            i += 1
+        elif p[i] == b']':
+            return i + 1
+        else:
+            return -1
+
+
+cdef Py_ssize_t _sc_object(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int level, _ScEvent* ev,
+                           _Buf tmp) except -2:
+    """An object at ``level`` (1: the event) from its '{': the index after its '}', or -1 (declined: a name the
+    hub might refuse, a name twice, anything orjson would not write back as it is)."""
+    cdef Py_ssize_t at[SC_MAX_KEYS]
+    cdef Py_ssize_t ln[SC_MAX_KEYS]
+    cdef Py_ssize_t keys = 0, ks, kl, m, j, chars, v
+    if level >= ev.max_level:
+        return -1
+    i += 1
+    if p[i] == b'}':
+        return i + 1
+    while True:
+        if p[i] != b'"' or keys == SC_MAX_KEYS:
+            return -1
+        ks = i + 1
+        j = _sc_string(p, ks, n, &chars)
+        if j < 0:
+            return -1
+        kl = j - 1 - ks
+        if kl and (chars != kl or kl > 255 or _ascii_key_refused(<const char*>p + ks, kl, 1 if level == 1 else 2)):
+            return -1  # a non-ASCII name, or one the hub may refuse: the exact path says which
+        for m in range(keys):
+            if ln[m] == kl and memcmp(p + at[m], p + ks, kl) == 0:
+                return -1  # a name twice: orjson keeps the last value at the first place
+        at[keys] = ks
+        ln[keys] = kl
+        keys += 1
+        if p[j] != b':':
+            return -1
+        v = j + 1
+        i = _sc_value(p, v, n, level, ev, tmp)
+        if i < 0:
+            return -1
+        if level == 1 and p[v] == b'"':
+            if kl == 2 and p[ks] == b'i' and p[ks + 1] == b'd':
+                ev.id_at = v + 1
+                ev.id_end = i - 1
+                _sc_string(p, v + 1, n, &ev.id_chars)
+            elif kl == 9 and memcmp(p + ks, b"timestamp", 9) == 0:
+                ev.ts_at = v + 1
+                ev.ts_end = i - 1
+                _sc_string(p, v + 1, n, &ev.ts_chars)
+        if p[i] == b',':
+            i += 1
+        elif p[i] == b'}':
+            return i + 1
+        else:
+            return -1
+
+
+cdef inline Py_ssize_t _sc_ws(const unsigned char* p, Py_ssize_t i) noexcept:
+    # the NUL after the body's last byte stops it
+    while p[i] == b' ' or p[i] == b'\n' or p[i] == b'\r' or p[i] == b'\t':
+        i += 1
+    return i
+
+
+def hub_connect_scan(raw, max_event_bytes):
+    """The hub's bulk path for a whole Connect batch body, read from its bytes (see ``_core.pyi``): a list of
+    ``(collection, ids, bodies)`` in request order, or ``None``."""
+    cdef const unsigned char* p
+    cdef Py_ssize_t n, i, j, e, chars, limit, count = 0
+    cdef _ScEvent ev
+    cdef _Buf tmp = _Buf()
+    cdef list out = [], ids, bodies
+    cdef set names = set()
+    cdef object name
+    if not PyBytes_CheckExact(raw):
+        raise TypeError(f"the body must be bytes, not {type(raw).__name__}")
+    if not PyLong_CheckExact(max_event_bytes):
+        raise TypeError(f"max_event_bytes must be an int, not {type(max_event_bytes).__name__}")
+    limit = -1 if max_event_bytes < 0 else max_event_bytes if max_event_bytes < PY_SSIZE_T_MAX else PY_SSIZE_T_MAX
+    p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    n = PyBytes_GET_SIZE(raw)
+    ev.max_level = SC_MAX_LEVEL if SC_MAX_LEVEL < MAX_DEPTH else MAX_DEPTH
+    i = _sc_ws(p, 0)
+    if p[i] != b'{':
+        return None
+    i = _sc_ws(p, i + 1)
+    if p[i] == b'}':
+        return out if _sc_ws(p, i + 1) == n else None
+    while True:
+        if p[i] != b'"':
+            return None
+        j = _sc_string(p, i + 1, n, &chars)
+        if j < 0:
+            return None
+        name = PyUnicode_DecodeUTF8(<const char*>p + i + 1, j - 2 - i, NULL)
+        if name in names:
+            return None  # a collection twice: the parse path refuses the body
+        names.add(name)
+        i = _sc_ws(p, j)
+        if p[i] != b':':
+            return None
+        i = _sc_ws(p, i + 1)
+        if p[i] != b'[':
+            return None
+        i = _sc_ws(p, i + 1)
+        ids = []
+        bodies = []
+        if p[i] == b']':
+            i += 1
+        else:
+            while True:
+                if p[i] != b'{':
+                    return None
+                ev.id_at = ev.ts_at = -1
+                e = _sc_object(p, i, n, 1, &ev, tmp)
+                if (e < 0 or ev.id_at < 0 or ev.ts_at < 0 or not 1 <= ev.id_chars <= 255
+                        or ev.ts_chars != ev.ts_end - ev.ts_at
+                        or not _hub_timestamp_ok(p + ev.ts_at, ev.ts_end - ev.ts_at) or e - i > limit):
+                    return None
+                ids.append(PyUnicode_DecodeUTF8(<const char*>p + ev.id_at, ev.id_end - ev.id_at, NULL))
+                bodies.append(PyBytes_FromStringAndSize(<const char*>p + i, e - i))
+                count += 1
+                if count & (SC_YIELD_EVERY - 1) == 0:
+                    # PERF: a body of 5,000 events takes milliseconds; the hub's writer thread, between two
+                    # statements, must not wait all that time for the GIL
+                    with nogil:
+                        pass
+                i = _sc_ws(p, e)
+                if p[i] == b',':
+                    i = _sc_ws(p, i + 1)
+                elif p[i] == b']':
+                    i += 1
+                    break
+                else:
+                    return None
+            if len(set(ids)) != len(ids):
+                return None
+        out.append((name, ids, bodies))
+        i = _sc_ws(p, i)
+        if p[i] == b',':
+            i = _sc_ws(p, i + 1)
+        elif p[i] == b'}':
+            return out if _sc_ws(p, i + 1) == n else None
+        else:
+            return None
 
 
 cdef bint _tp_prefixed(dict event):

@@ -31,6 +31,7 @@ __all__ = [
     "format_iso_naive",
     "format_iso_seconds_z",
     "hub_connect_bulk",
+    "hub_connect_scan",
     "hub_id_hashes",
     "hub_timestamp_ok",
 ]
@@ -1301,3 +1302,81 @@ def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[
     if len(set(ids)) != len(ids):
         return None
     return ids, bodies
+
+
+#: What ``hub_connect_scan`` leaves to the parse path besides what the bulk path does: containers nested this
+#: deep, objects of more members (the compiled scan compares names pairwise), integers of more digits.
+_SCAN_MAX_LEVEL = 32
+_SCAN_MAX_KEYS = 64
+_SCAN_INT_BOUND = 10 ** 18
+_SCAN_WS = b" \t\n\r"
+
+
+def _scan_plain(v: Any, level: int) -> bool:
+    t = type(v)
+    if t is dict:
+        if level >= min(_SCAN_MAX_LEVEL, MAX_DEPTH) or len(v) > _SCAN_MAX_KEYS:
+            return False
+        return all(_scan_plain(x, level + 1) for x in v.values())
+    if t is list:
+        if level >= min(_SCAN_MAX_LEVEL, MAX_DEPTH):
+            return False
+        return all(_scan_plain(x, level + 1) for x in v)
+    if t is int:
+        return -_SCAN_INT_BOUND < v < _SCAN_INT_BOUND
+    return True
+
+
+def hub_connect_scan(raw: bytes, max_event_bytes: int) -> Optional[List[Tuple[str, List[str], List[bytes]]]]:
+    """A Connect batch body in the form the hub's scan takes, as ``[(collection, ids, bodies), ...]`` in request
+    order: ``hub_connect_bulk`` takes every collection, each event's bytes in ``raw`` are its ``bodies`` entry
+    (compact, as orjson writes it), whitespace only around the body's own braces, brackets, colons and commas, no
+    backslash anywhere, no collection twice, containers nested less than 32 deep, objects of at most 64 members,
+    integers of at most 18 digits. ``None`` otherwise. The compiled core reads the bytes without parsing them
+    into objects; this twin parses, runs the bulk path and compares."""
+    if type(raw) is not bytes:
+        raise TypeError(f"the body must be bytes, not {type(raw).__name__}")
+    if type(max_event_bytes) is not int:
+        raise TypeError(f"max_event_bytes must be an int, not {type(max_event_bytes).__name__}")
+    if b"\\" in raw:
+        return None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    n = len(raw)
+
+    def skip(i: int) -> int:
+        while i < n and raw[i] in _SCAN_WS:
+            i += 1
+        return i
+
+    def take(i: int, text: bytes) -> int:  # the index after ``text`` at i, or -1
+        return i + len(text) if raw.startswith(text, i) else -1
+
+    out: List[Tuple[str, List[str], List[bytes]]] = []
+    i = take(skip(0), b"{")
+    if i < 0:
+        return None
+    for name, events in doc.items():
+        if type(events) is not list or not all(type(ev) is dict and _scan_plain(ev, 1) for ev in events):
+            return None
+        got = hub_connect_bulk(events, max_event_bytes)
+        if got is None:
+            return None
+        if out:
+            i = take(skip(i), b",")
+        for text in (orjson.dumps(name), b":", b"["):
+            i = take(skip(i), text) if i >= 0 else -1
+        for k, body in enumerate(got[1]):
+            if k and i >= 0:
+                i = take(skip(i), b",")
+            i = take(skip(i), body) if i >= 0 else -1
+        i = take(skip(i), b"]") if i >= 0 else -1
+        if i < 0:
+            return None
+        out.append((name, got[0], got[1]))
+    i = take(skip(i), b"}")
+    return out if i >= 0 and skip(i) == n else None

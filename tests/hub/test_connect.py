@@ -263,6 +263,30 @@ def test_batch_fast_path_and_duplicates_across_requests(hub):
     assert len(stored(hub, c)) == 1500
 
 
+def test_scanned_and_parsed_bodies_are_answered_and_stored_alike(hub):
+    """A compact body (the compiled core reads it from its bytes) and the same events with spaces inside them
+    (parsed into objects first, on either core) get the same results and leave the same stored bytes, duplicates
+    and repeated ids included."""
+    ts = "2015-02-05T14:55:56.587Z"
+    events = [{"id": f"e{i}", "timestamp": ts, "v": i * 0.25, "s": "\u00e9\u65e5", "l": [1, {"n": None}]}
+              for i in range(300)]
+    events.append(dict(events[3]))  # the same id again in the request: a duplicate
+    c1, c2 = coll(), coll()
+    answers = []
+    for c, raw in ((c1, orjson.dumps({c1: events})), (c2, json.dumps({c2: events}, ensure_ascii=False).encode())):
+        first = hub.post("/connect/events", raw)
+        again = hub.post("/connect/events", raw.replace(b'"e1"', b'"n1"'))  # all duplicates but one
+        assert first.status == again.status == 200
+        answers.append((first.json()[c], again.json()[c]))
+    assert answers[0] == answers[1]
+    first, again = answers[0]
+    assert first == [{"success": True, "duplicate": False}] * 300 + [
+        {"success": False, "duplicate": True, "message": first[300]["message"]}]
+    assert [x["success"] for x in again] == [False, True] + [False] * 299
+    assert raw_stored(hub, c1) == raw_stored(hub, c2) == [orjson.dumps(e).decode() for e in events[:300]] + [
+        orjson.dumps(dict(events[1], id="n1")).decode()]
+
+
 def raw_stored(hub, collection):
     with sqlite3.connect(hub.db) as conn:
         return [r[0] for r in conn.execute(

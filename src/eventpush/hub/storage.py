@@ -149,7 +149,8 @@ _COMMITTING = 2  # its transaction's COMMIT runs (or ran): it can no longer be w
 class _Write:
     """One request's insert, queued for the writer thread."""
 
-    __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error", "state", "withdrawn")
+    __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error", "state", "withdrawn",
+                 "hashed")
 
     def __init__(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str],
                  future: "asyncio.Future[List[int]]") -> None:
@@ -163,6 +164,8 @@ class _Write:
         self.error: Optional[BaseException] = None
         self.state = _QUEUED
         self.withdrawn = False
+        #: per group, ``(cid, hashes)`` computed on the event loop when the collection's id was known, or None
+        self.hashed: List[Optional[Tuple[int, List[int]]]] = []
 
 
 def _resolve(writes: List[_Write]) -> None:
@@ -262,14 +265,16 @@ def _convert_layout_1(conn: sqlite3.Connection, json1: bool) -> None:
 
 
 def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str], bodies: List[bytes],
-                 tag: Optional[str], json1: bool = True) -> List[int]:
+                 tag: Optional[str], json1: bool = True, hashes: Optional[List[int]] = None) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
-    ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events."""
+    ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashes``: the
+    ids' ``hub_id_hashes`` under ``key`` and ``cid``, when the caller has them already."""
     rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, b"[" + b",".join(bodies) + b"]",
                                        _ends(bodies))).lastrowid
     if tag is not None:
         return []
-    hashes = _impl.core.hub_id_hashes(key, cid, eids)
+    if hashes is None:
+        hashes = _impl.core.hub_id_hashes(key, cid, eids)
     if json1:
         inserted = conn.execute(_INSERT_IDS_JSON, (rid, orjson.dumps(hashes).decode())).rowcount
     else:
@@ -400,7 +405,8 @@ class SQLiteStorage(Storage):
         self._reader: Optional[ThreadPoolExecutor] = None
         self._local = threading.local()
         self._conns: List[sqlite3.Connection] = []
-        self._cids: Dict[Tuple[str, str, str], int] = {}  # writer thread only
+        # written by the writer thread only; the event loop reads it (hashes ids ahead, _insert checks the cid)
+        self._cids: Dict[Tuple[str, str, str], int] = {}
         self._closed = False
         self._json = False
         self._key = b""  # the id hash key (hub_meta), read by the writer thread at start
@@ -527,6 +533,15 @@ class SQLiteStorage(Storage):
         for what happened to it)."""
         loop = asyncio.get_running_loop()
         write = _Write(api, project, groups, seq_ids, loop.create_future())
+        if seq_ids is None and self._key:
+            # PERF: the ids' hashes on the event loop (it has time to spare), not on the writer thread, whose
+            # transactions are the hub's bottleneck with storage on; a collection whose id the writer has not
+            # resolved yet (its first request) is hashed there
+            cids = self._cids
+            hash_ids = _impl.core.hub_id_hashes
+            for coll, eids, _ in groups:
+                cid = cids.get((api, project, coll))
+                write.hashed.append(None if cid is None else (cid, hash_ids(self._key, cid, eids)))
         with self._lock:
             if self._writer is None or self._closed:
                 raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
@@ -692,10 +707,12 @@ class SQLiteStorage(Storage):
         """One request's chunks, inside the open transaction; returns the positions of its duplicates."""
         dups: List[int] = []
         offset = 0
-        for coll, eids, bodies in w.groups:
+        for g, (coll, eids, bodies) in enumerate(w.groups):
             cid = self._cid(conn, (w.api, w.project, coll))
+            hashed = w.hashed[g] if g < len(w.hashed) else None
+            hashes = hashed[1] if hashed is not None and hashed[0] == cid else None  # the cid the loop saw
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
-                                                         self._json))
+                                                         self._json, hashes))
             offset += len(eids)
         return dups
 
