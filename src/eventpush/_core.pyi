@@ -176,6 +176,12 @@ def hub_id_hashes(key: bytes, cid: int, ids: List[str]) -> List[int]:
     signed 64-bit int. ``ValueError`` for a key that is not 16 bytes, ``TypeError`` for a non-list or a non-str
     id, ``OverflowError`` for a ``cid`` beyond 64 bits, ``UnicodeEncodeError`` for an id with a lone surrogate."""
 
+def hub_index_keys(hashes: List[int], shift: int, bits: int) -> str:
+    """The hub's index keys of ``hashes`` (signed 64-bit ints, as ``hub_id_hashes`` gives them): ``(h >> shift) &
+    (2**bits - 1)`` for each, in ascending order, as the text of a JSON array. ``TypeError`` for a non-list or a
+    non-int hash, ``OverflowError`` for a hash beyond 64 bits, ``ValueError`` unless ``shift`` and ``bits`` select
+    1 to 63 bits of a 64-bit hash."""
+
 def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[Tuple[List[str], List[bytes]]]:
     """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict
     with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which

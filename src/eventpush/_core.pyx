@@ -73,6 +73,7 @@ __all__ = [
     "hub_connect_bulk",
     "hub_connect_scan",
     "hub_id_hashes",
+    "hub_index_keys",
     "hub_timestamp_ok",
 ]
 
@@ -1666,6 +1667,61 @@ def hub_id_hashes(key, cid, ids):
         out.append(<long long>h)
     return out
 
+
+
+cdef extern from "stdlib.h":
+    void qsort(void* base, size_t nmemb, size_t size, int (*compar)(const void*, const void*) noexcept nogil) nogil
+
+
+cdef int _cmp_u64(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t*>a)[0], y = (<const uint64_t*>b)[0]
+    return (x > y) - (x < y)
+
+
+def hub_index_keys(hashes, shift, bits):
+    """The hub's index keys of ``hashes`` (see ``_core.pyi``): ``(h >> shift) & (2**bits - 1)`` for each, in
+    ascending order, as the text of a JSON array."""
+    cdef Py_ssize_t i, n
+    cdef int sh, nb
+    cdef uint64_t mask
+    cdef uint64_t* keys
+    cdef long long ll
+    cdef int overflow = 0
+    cdef _Buf out
+    cdef object h
+    if not PyList_CheckExact(hashes):
+        raise TypeError("hashes must be a list")
+    sh = shift
+    nb = bits
+    if not (0 <= sh and 1 <= nb <= 63 and sh + nb <= 64):
+        raise ValueError("shift and bits must select 1 to 63 bits of a 64-bit hash")
+    mask = (<uint64_t>1 << nb) - 1
+    n = PyList_GET_SIZE(hashes)
+    keys = <uint64_t*>PyMem_Malloc(n * sizeof(uint64_t) if n else 1)
+    if keys == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            h = <object>PyList_GET_ITEM(hashes, i)
+            if not PyLong_CheckExact(h):
+                raise TypeError(f"a hash must be an int, not {type(h).__name__}")
+            ll = PyLong_AsLongLongAndOverflow(h, &overflow)
+            if overflow:
+                raise OverflowError("a hash must be a signed 64-bit int")
+            # within 64 - shift bits, a logical shift selects what Python's arithmetic one does
+            keys[i] = (<uint64_t>ll >> sh) & mask
+        with nogil:  # PERF: the hub's writer thread may want the GIL meanwhile
+            qsort(keys, n, sizeof(uint64_t), _cmp_u64)
+        out = _Buf()
+        out.write_byte(b'[')
+        for i in range(n):
+            if i:
+                out.write_byte(b',')
+            _write_ll(out, <long long>keys[i])
+        out.write_byte(b']')
+        return _ascii(out.data, out.len)
+    finally:
+        PyMem_Free(keys)
 
 # ---------------------------------------------------------------------------------------------------------------
 # The hub's scan of a whole Connect batch body: the bulk path's result straight from the bytes, no objects built

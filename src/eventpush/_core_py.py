@@ -33,6 +33,7 @@ __all__ = [
     "hub_connect_bulk",
     "hub_connect_scan",
     "hub_id_hashes",
+    "hub_index_keys",
     "hub_timestamp_ok",
 ]
 
@@ -1271,6 +1272,25 @@ def hub_id_hashes(key: bytes, cid: int, ids: List[str]) -> List[int]:
         h = _siphash24(key, prefix + eid.encode())
         out.append(h - (1 << 64) if h >> 63 else h)
     return out
+
+
+def hub_index_keys(hashes: List[int], shift: int, bits: int) -> str:
+    """The hub's index keys of ``hashes`` (signed 64-bit ints): ``(h >> shift) & (2**bits - 1)`` for each, in
+    ascending order, as the text of a JSON array."""
+    if type(hashes) is not list:
+        raise TypeError("hashes must be a list")
+    if not (0 <= shift and 1 <= bits <= 63 and shift + bits <= 64):
+        raise ValueError("shift and bits must select 1 to 63 bits of a 64-bit hash")
+    mask = (1 << bits) - 1
+    keys = []
+    for h in hashes:
+        if type(h) is not int:
+            raise TypeError(f"a hash must be an int, not {type(h).__name__}")
+        if not -(1 << 63) <= h < 1 << 63:
+            raise OverflowError("a hash must be a signed 64-bit int")
+        keys.append((h >> shift) & mask)
+    keys.sort()
+    return orjson.dumps(keys).decode()
 
 
 def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:

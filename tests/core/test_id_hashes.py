@@ -7,6 +7,7 @@ on the twin), and the numbers must be SipHash-2-4's: the reference vectors of it
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +70,44 @@ def test_bad_arguments(core):
 def test_compiled_and_twin_agree(key, cid, ids):
     ids = [i for i in ids if not any(0xD800 <= ord(c) <= 0xDFFF for c in i)]
     assert _CORE_C.hub_id_hashes(key, cid, ids) == _core_py.hub_id_hashes(key, cid, ids)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# hub_index_keys: the index's keys of a request's hashes, masked and sorted, as the JSON text SQLite reads
+
+
+def test_index_keys_are_the_masked_hashes_in_order(core):
+    hashes = core.hub_id_hashes(KEY, 1, [f"id-{i}" for i in range(2000)]) + [-(1 << 63), (1 << 63) - 1, 0, -1, -1]
+    keys = orjson.loads(core.hub_index_keys(hashes, 16, 48))
+    assert keys == sorted((h >> 16) & ((1 << 48) - 1) for h in hashes)
+    assert core.hub_index_keys([], 16, 48) == "[]"
+    assert core.hub_index_keys([-1], 0, 63) == "[9223372036854775807]"
+    assert core.hub_index_keys([-1, 5], 60, 4) == "[0,15]"
+
+
+def test_index_keys_bad_arguments(core):
+    with pytest.raises(TypeError):
+        core.hub_index_keys((1, 2), 16, 48)
+    with pytest.raises(TypeError):
+        core.hub_index_keys([1, True], 16, 48)
+    with pytest.raises(TypeError):
+        core.hub_index_keys([1.0], 16, 48)
+    with pytest.raises(OverflowError):
+        core.hub_index_keys([1 << 63], 16, 48)
+    with pytest.raises(OverflowError):
+        core.hub_index_keys([-(1 << 63) - 1], 16, 48)
+    for shift, bits in ((16, 49), (-1, 8), (0, 0), (0, 64)):
+        with pytest.raises(ValueError):
+            core.hub_index_keys([1], shift, bits)
+
+
+@pytest.mark.skipif(_CORE_C is None, reason="the compiled core is not built")
+@settings(max_examples=300, deadline=None, database=None)
+@given(hashes=st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=50), shift=st.integers(0, 63),
+       bits=st.integers(1, 63))
+def test_index_keys_compiled_and_twin_agree(hashes, shift, bits):
+    if shift + bits > 64:
+        bits = 64 - shift
+        if bits < 1:
+            return
+    assert _CORE_C.hub_index_keys(hashes, shift, bits) == _core_py.hub_index_keys(hashes, shift, bits)

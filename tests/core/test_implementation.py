@@ -58,7 +58,7 @@ def test_env_flag(value, expected):
 def test_names(core):
     assert set(core.__all__) == {"Encoder", "Batch", "BatcherBase", "uuid4_str", "format_iso_naive",
                                  "format_iso_seconds_z", "hub_connect_bulk", "hub_connect_scan", "hub_id_hashes",
-                                 "hub_timestamp_ok"}
+                                 "hub_index_keys", "hub_timestamp_ok"}
     assert eventpush.EncoderPy.__module__ == "eventpush._core_py"
     assert eventpush.IMPLEMENTATION in ("cython", "python")
     if not env_flag("EVENTPUSH_PURE"):

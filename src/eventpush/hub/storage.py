@@ -82,7 +82,8 @@ _SCHEMA = (
 #: with ``ref`` the chunk's rid, an entry is ~15 bytes; a collision (once per ~2**48 / n inserts, n the events
 #: stored) only costs a look at the holding chunk.
 _HASH_SHIFT = 16
-_HASH_MASK = (1 << 48) - 1
+_HASH_BITS = 48
+_HASH_MASK = (1 << _HASH_BITS) - 1
 
 #: An event's sequence number is ``rid << _POS_BITS | position`` (a chunk holds at most 5,000 Connect events, or
 #: what one Barchart body under the size limit holds).
@@ -99,11 +100,20 @@ _INSERT_CHUNK = "INSERT INTO chunks (cid, n, tag, body, ends) VALUES (?, ?, ?, C
 # PERF: one statement per chunk; SQLite walks the JSON array in C with the GIL released for the whole statement, so
 # the event loop parses the next request on the other core meanwhile. executemany() releases and re-takes the GIL
 # around every row, which convoys with the event loop thread.
-_INSERT_IDS_JSON = (f"INSERT OR IGNORE INTO ids (h, ref) SELECT (value >> {_HASH_SHIFT}) & {_HASH_MASK}, ? "
-                    "FROM json_each(?)")
+_INSERT_IDS_JSON = "INSERT OR IGNORE INTO ids (h, ref) SELECT value, ? FROM json_each(?)"
 _INSERT_IDS = "INSERT OR IGNORE INTO ids (h, ref) VALUES (?, ?)"
 
 _U32 = "I" if array("I").itemsize == 4 else "L"
+
+
+def _id_keys(hashes: List[int]) -> str:
+    """The ``ids`` keys of ``hashes`` (their top 48 bits) as a JSON array, in ascending order.
+
+    PERF: in key order each insert lands at or after the previous one, on index pages already in the CPU's caches,
+    and SQLite reads the keys as they are. Writing 400,000 uuid4 events, three requests of 5,000 per transaction,
+    the ``ids`` statement took 0.66-0.89 us per event, against 1.05-1.30 with the hashes in request order and
+    masked by SQLite. The compiled core sorts with the GIL released (the event loop calls this)."""
+    return _impl.core.hub_index_keys(hashes, _HASH_SHIFT, _HASH_BITS)
 
 
 def _ends(bodies: Sequence[bytes]) -> bytes:
@@ -164,8 +174,8 @@ class _Write:
         self.error: Optional[BaseException] = None
         self.state = _QUEUED
         self.withdrawn = False
-        #: per group, ``(cid, hashes)`` computed on the event loop when the collection's id was known, or None
-        self.hashed: List[Optional[Tuple[int, List[int]]]] = []
+        #: per group, ``(cid, (hashes, keys))`` computed on the event loop when the collection's id was known
+        self.hashed: List[Optional[Tuple[int, Tuple[List[int], str]]]] = []
 
 
 def _resolve(writes: List[_Write]) -> None:
@@ -265,18 +275,22 @@ def _convert_layout_1(conn: sqlite3.Connection, json1: bool) -> None:
 
 
 def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str], bodies: List[bytes],
-                 tag: Optional[str], json1: bool = True, hashes: Optional[List[int]] = None) -> List[int]:
+                 tag: Optional[str], json1: bool = True,
+                 hashed: Optional[Tuple[List[int], str]] = None) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
-    ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashes``: the
-    ids' ``hub_id_hashes`` under ``key`` and ``cid``, when the caller has them already."""
+    ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
+    ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, when the caller has them already."""
     rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, b"[" + b",".join(bodies) + b"]",
                                        _ends(bodies))).lastrowid
     if tag is not None:
         return []
-    if hashes is None:
+    if hashed is not None:
+        hashes, keys = hashed
+    else:
         hashes = _impl.core.hub_id_hashes(key, cid, eids)
+        keys = _id_keys(hashes) if json1 else ""
     if json1:
-        inserted = conn.execute(_INSERT_IDS_JSON, (rid, orjson.dumps(hashes).decode())).rowcount
+        inserted = conn.execute(_INSERT_IDS_JSON, (rid, keys)).rowcount
     else:
         rows = (((h >> _HASH_SHIFT) & _HASH_MASK, rid) for h in hashes)
         inserted = conn.executemany(_INSERT_IDS, rows).rowcount
@@ -541,7 +555,11 @@ class SQLiteStorage(Storage):
             hash_ids = _impl.core.hub_id_hashes
             for coll, eids, _ in groups:
                 cid = cids.get((api, project, coll))
-                write.hashed.append(None if cid is None else (cid, hash_ids(self._key, cid, eids)))
+                if cid is None:
+                    write.hashed.append(None)
+                else:
+                    hashes = hash_ids(self._key, cid, eids)
+                    write.hashed.append((cid, (hashes, _id_keys(hashes) if self._json else "")))
         with self._lock:
             if self._writer is None or self._closed:
                 raise ClosedError("the hub storage is not open (closed, or the app was started without its lifespan)")
@@ -709,10 +727,10 @@ class SQLiteStorage(Storage):
         offset = 0
         for g, (coll, eids, bodies) in enumerate(w.groups):
             cid = self._cid(conn, (w.api, w.project, coll))
-            hashed = w.hashed[g] if g < len(w.hashed) else None
-            hashes = hashed[1] if hashed is not None and hashed[0] == cid else None  # the cid the loop saw
+            pre = w.hashed[g] if g < len(w.hashed) else None
+            hashed = pre[1] if pre is not None and pre[0] == cid else None  # hashed under the cid the loop saw
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
-                                                         self._json, hashes))
+                                                         self._json, hashed))
             offset += len(eids)
         return dups
 
