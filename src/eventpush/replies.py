@@ -41,6 +41,9 @@ from .dialects import Dialect
 __all__ = ["EventResult", "map_reply", "map_reply_lazy", "uniform_reply", "RETRY_ITEM_MESSAGE", "reply_message"]
 
 _OK_ITEM = {"success": True}
+_OK_ITEM_NEW = {"success": True, "duplicate": False}
+#: An all-success batch reply's items, compact, as Connect's docs write them and as the hub (and its spec) does.
+_OK_ITEMS = (b'{"success":true}', b'{"success":true,"duplicate":false}')
 
 RETRY_ITEM_MESSAGE = "An error occurred inserting the event please try again."
 
@@ -162,12 +165,18 @@ def map_reply_lazy(
         return None, None, uniform
     if dialect.reply == "collections":
         groups = batch.groups()
-        # PERF: the compact all-success reply is recognised by one byte comparison, without parsing
-        expected = b"{" + b",".join(
-            orjson.dumps(c) + b":[" + (b'{"success":true},' * (stop - start))[:-1] + b"]" for c, start, stop in groups
-        ) + b"}"
-        if data == expected:
-            return None, None, dict(ok=True, status=status)
+        # PERF: the compact all-success reply is recognised by one byte comparison, without parsing, with its items
+        # as Connect's docs spell them or as the hub writes them (with "duplicate": false); a reply of another
+        # length is never built
+        names = [orjson.dumps(c) for c, _, _ in groups]
+        fixed = 1 + sum(len(name) + 4 for name in names)  # '{' + each '"name":[]' and ',' or '}'
+        for item in _OK_ITEMS:
+            if len(data) == fixed + sum(max(0, (len(item) + 1) * (stop - start) - 1) for _, start, stop in groups):
+                expected = b"{" + b",".join(
+                    name + b":[" + ((item + b",") * (stop - start))[:-1] + b"]" for name, (_, start, stop)
+                    in zip(names, groups)) + b"}"
+                if data == expected:
+                    return None, None, dict(ok=True, status=status)
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -178,7 +187,8 @@ def map_reply_lazy(
                 items = doc.get(coll)
                 # (count() compares with ==, for which {"success": 1} is {"success": true}: the slow path reads
                 # only true as success, and so does this)
-                if not isinstance(items, list) or len(items) != stop - start or items.count(_OK_ITEM) != len(items) \
+                if not isinstance(items, list) or len(items) != stop - start \
+                        or items.count(_OK_ITEM) + items.count(_OK_ITEM_NEW) != len(items) \
                         or not all(item["success"] is True for item in items):
                     ok = False
                     break

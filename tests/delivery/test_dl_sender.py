@@ -253,3 +253,22 @@ def test_a_success_that_is_not_true_reads_the_same_on_every_path():
     assert [r.ok for r in results] == [r.ok for r in map_reply(CONNECT, b, 200, body)[0]] == [False, False]
     ok = b'{"a":[{"success":true}, {"success":true}]}'  # (not the compact bytes: the parsed shortcut)
     assert map_reply_lazy(CONNECT, b, 200, ok)[2] == {"ok": True, "status": 200}
+
+
+@pytest.mark.parametrize("item", [b'{"success":true}', b'{"success":true,"duplicate":false}'])
+@pytest.mark.parametrize("spaced", [False, True])
+def test_all_success_replies_as_connect_and_the_hub_write_them_need_no_result_objects(item, spaced):
+    """Connect's docs write a batch item ``{"success": true}``, the hub (and the spec) adds ``"duplicate": false``:
+    both, compact (one byte comparison) or not (parsed), are one uniform outcome; anything else is mapped per
+    event, and says so."""
+    b = connect_batch(5, ("a", "b", "é"))
+    sep = b", " if spaced else b","
+    body = b"{" + sep.join(orjson.dumps(c) + b":[" + sep.join([item] * (stop - start)) + b"]"
+                           for c, start, stop in b.groups()) + b"}"
+    assert map_reply_lazy(CONNECT, b, 200, body) == (None, None if not spaced else orjson.loads(body),
+                                                     {"ok": True, "status": 200})
+    # one item a duplicate: per-event results
+    bad = body.replace(item, b'{"success":false,"duplicate":true,"message":"dup"}', 1)
+    results, _doc, uniform = map_reply_lazy(CONNECT, b, 200, bad)
+    assert uniform is None and [r.duplicate for r in results] == [True] + [False] * (b.count - 1)
+    assert [r.ok for r in results] == [False] + [True] * (b.count - 1)
