@@ -1,9 +1,10 @@
 """End-to-end ingest benchmark of the hub (``eventpush serve``): events/s and hub CPU per million events.
 
 Starts the real hub (uvicorn, one worker) twice — storage on (SQLite, a fresh file) and ``--sink`` — and pushes
-Connect batches of 500 and 5,000 events from several client threads (urllib3 + orjson, bodies pre-encoded before
-the clock starts, so the clients cost little). Every reply is checked: each event must come back
-``success: true``; with storage on the stored row count is checked against the acknowledged count.
+Connect batches of 500 and 5,000 events with eventpush: the batches are encoded by its encoder before the clock
+starts (so the client costs little), then its ``Sender`` posts them with ``--threads`` requests in flight over one
+keep-alive pool. Every reply is checked: each event must come back stored as new; with storage on the stored row
+count is checked against the acknowledged count.
 
     python benchmarks/bench_hub.py [--events 400000] [--threads 4] [--sizes 500,5000] [--ids uuid|sequential]
 
@@ -20,12 +21,19 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from datetime import datetime
+
+from typing import Any
 
 import orjson
 import urllib3
+
+from eventpush import Encoder
+from eventpush.dialects import CONNECT
+from eventpush.sender import Sender
+from eventpush.transport import Limits, Retry, Timeout, Transport
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -92,63 +100,45 @@ class Hub:
             self.proc.wait()
 
 
-def make_bodies(n_events: int, batch: int, ids: str = "uuid") -> "list[bytes]":
-    """Connect batch bodies ``{"bench": [events]}`` with unique ids: random ``uuid4`` strings (what every Connect
-    client stamps; each lands on a random page of the hub's unique index) or ``sequential`` ones (``run-N``)."""
+def make_batches(n_events: int, batch: int, ids: str = "uuid") -> "list[Any]":
+    """Connect batches ``{"bench": [events]}`` encoded by eventpush's encoder (compiled core), ``batch`` events
+    each, with unique ids: random ``uuid4`` strings (what every Connect client stamps; each lands on a random page
+    of the hub's unique index) or ``sequential`` ones (``run-N``)."""
     run = uuid.uuid4().hex[:12]
-    ts = "2026-01-01T00:00:00.000Z"
-    bodies = []
-    for start in range(0, n_events, batch):
-        events = [
-            b'{"id":"%s","timestamp":"%s","user":"user-%d","action":"click","value":12.5,'
-            b'"props":{"page":"/home","ref":"search","ab":[1,2,3]}}'
-            % ((str(uuid.uuid4()) if ids == "uuid" else f"{run}-{i}").encode(), ts.encode(), i % 1000)
-            for i in range(start, min(start + batch, n_events))
-        ]
-        bodies.append(b'{"bench":[' + b",".join(events) + b"]}")
-    return bodies
+    ts = datetime(2026, 1, 1, 12, 30, 15, 250000)  # the Connect client sends datetimes (its timestamp rule)
+    encoder = Encoder(CONNECT, max_batch_events=batch)
+    batches = []
+    for i in range(n_events):
+        ev = {"id": str(uuid.uuid4()) if ids == "uuid" else f"{run}-{i}", "timestamp": ts, "user": f"user-{i % 1000}",
+              "action": "click", "value": 12.5, "props": {"page": "/home", "ref": "search", "ab": [1, 2, 3]}}
+        sealed = encoder.add(ev, "bench")
+        if sealed is not None:
+            batches.append(sealed)
+    last = encoder.seal()
+    if last is not None:
+        batches.append(last)
+    return batches
 
 
-def push(port: int, bodies: "list[bytes]", threads: int) -> "tuple[float, int]":
-    """POST every body from ``threads`` threads; returns (seconds, events acknowledged)."""
-    url = f"http://127.0.0.1:{port}/connect/events"
-    headers = {"Content-Type": "application/json", "X-Project-Id": "bench", "X-Api-Key": "bench"}
-    lock = threading.Lock()
-    queue = list(reversed(bodies))
-    acked = [0]
-    errors: "list[str]" = []
-
-    def worker() -> None:
-        pool = urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1, retries=False, timeout=120)
-        n = 0
-        while True:
-            with lock:
-                if not queue:
-                    break
-                body = queue.pop()
-            r = pool.urlopen("POST", url, body=body, headers=headers)
-            if r.status != 200:
-                errors.append(f"{r.status}: {r.data[:200]!r}")
-                continue
-            for results in orjson.loads(r.data).values():
-                for item in results:
-                    if item["success"]:
-                        n += 1
-                    else:
-                        errors.append(str(item))
-        with lock:
-            acked[0] += n
-
-    ts = [threading.Thread(target=worker) for _ in range(threads)]
-    t0 = time.perf_counter()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    elapsed = time.perf_counter() - t0
+def push(port: int, batches: "list[Any]", threads: int) -> "tuple[float, int]":
+    """Send every batch with eventpush's Sender (``threads`` requests in flight over one keep-alive pool);
+    returns (seconds, events acknowledged as stored)."""
+    transport = Transport(f"http://127.0.0.1:{port}/connect", headers={"X-Project-Id": "bench", "X-Api-Key": "bench"},
+                          timeout=Timeout(connect=10, read=120), retry=Retry(attempts=1),
+                          limits=Limits(max_connections=threads))
+    sender = Sender(transport, CONNECT, concurrency=threads)
+    try:
+        t0 = time.perf_counter()
+        futures = [sender.send(b) for b in batches]
+        results = [f.result() for f in futures]
+        elapsed = time.perf_counter() - t0
+    finally:
+        sender.close()
+        transport.close()
+    errors = [r for r in results if not r.ok or r.duplicates]
     if errors:
-        raise RuntimeError(f"{len(errors)} failures, e.g. {errors[:3]}")
-    return elapsed, acked[0]
+        raise RuntimeError(f"{len(errors)} batches not stored as new, e.g. {errors[:3]}")
+    return elapsed, sum(r.delivered for r in results)
 
 
 def main() -> int:
@@ -178,11 +168,11 @@ def main() -> int:
             extra += ["--workers", str(args.workers)]
             hub = Hub(*extra)
             try:
-                warm = make_bodies(min(20_000, size * 4), size, args.ids)
+                warm = make_batches(min(20_000, size * 4), size, args.ids)
                 push(hub.port, warm, args.threads)
-                bodies = make_bodies(args.events, size, args.ids)
+                batches = make_batches(args.events, size, args.ids)
                 c0 = cpu_seconds(hub.proc.pid)
-                elapsed, acked = push(hub.port, bodies, args.threads)
+                elapsed, acked = push(hub.port, batches, args.threads)
                 cpu = cpu_seconds(hub.proc.pid) - c0
             finally:
                 hub.stop()
@@ -191,7 +181,7 @@ def main() -> int:
             if mode != "sink":
                 with sqlite3.connect(db) as conn:
                     stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-                if stored != acked + sum(b.count(b'"id"') for b in warm):
+                if stored != acked + sum(b.count for b in warm):
                     raise RuntimeError(f"stored {stored} rows, acknowledged {acked} (+ warm-up)")
             rate = acked / elapsed
             print(f"{mode:8} {size:>6} {rate:>12,.0f} {cpu / acked * 1e6:>20.2f} {cpu / elapsed:>12.0%}")
