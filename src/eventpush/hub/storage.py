@@ -116,6 +116,11 @@ def _id_keys(hashes: List[int]) -> str:
     return _impl.core.hub_index_keys(hashes, _HASH_SHIFT, _HASH_BITS)
 
 
+def _pack(bodies: Sequence[bytes]) -> Tuple[bytes, bytes]:
+    """A chunk's ``body`` (its events as one JSON array) and ``ends`` columns."""
+    return b"[" + b",".join(bodies) + b"]", _ends(bodies)
+
+
 def _ends(bodies: Sequence[bytes]) -> bytes:
     """The ``ends`` column of a chunk: cumulative body lengths, little-endian uint32."""
     a = array(_U32, accumulate(map(len, bodies)))
@@ -160,7 +165,7 @@ class _Write:
     """One request's insert, queued for the writer thread."""
 
     __slots__ = ("api", "project", "groups", "seq_ids", "size", "future", "dups", "error", "state", "withdrawn",
-                 "hashed")
+                 "hashed", "packed")
 
     def __init__(self, api: str, project: str, groups: Sequence[Group], seq_ids: Optional[str],
                  future: "asyncio.Future[List[int]]") -> None:
@@ -176,6 +181,8 @@ class _Write:
         self.withdrawn = False
         #: per group, ``(cid, (hashes, keys))`` computed on the event loop when the collection's id was known
         self.hashed: List[Optional[Tuple[int, Tuple[List[int], str]]]] = []
+        #: per group, its chunk's ``body`` and ``ends`` columns (made on the event loop)
+        self.packed: List[Tuple[bytes, bytes]] = []
 
 
 def _resolve(writes: List[_Write]) -> None:
@@ -276,12 +283,14 @@ def _convert_layout_1(conn: sqlite3.Connection, json1: bool) -> None:
 
 def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str], bodies: List[bytes],
                  tag: Optional[str], json1: bool = True,
-                 hashed: Optional[Tuple[List[int], str]] = None) -> List[int]:
+                 hashed: Optional[Tuple[List[int], str]] = None,
+                 packed: Optional[Tuple[bytes, bytes]] = None) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
     ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
-    ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, when the caller has them already."""
-    rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, b"[" + b",".join(bodies) + b"]",
-                                       _ends(bodies))).lastrowid
+    ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, and ``packed`` the chunk's ``body`` and
+    ``ends`` (:func:`_pack`), when the caller has them already."""
+    body, ends = packed if packed is not None else _pack(bodies)
+    rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid
     if tag is not None:
         return []
     if hashed is not None:
@@ -547,10 +556,11 @@ class SQLiteStorage(Storage):
         for what happened to it)."""
         loop = asyncio.get_running_loop()
         write = _Write(api, project, groups, seq_ids, loop.create_future())
+        # PERF: what the rows need is made here, on the event loop (it has time to spare), not on the writer
+        # thread, whose transactions are the hub's bottleneck with storage on: the chunks' columns, and the ids'
+        # hashes (a collection whose id the writer has not resolved yet, in its first request, is hashed there)
+        write.packed = [_pack(bodies) for _, _, bodies in groups]
         if seq_ids is None and self._key:
-            # PERF: the ids' hashes on the event loop (it has time to spare), not on the writer thread, whose
-            # transactions are the hub's bottleneck with storage on; a collection whose id the writer has not
-            # resolved yet (its first request) is hashed there
             cids = self._cids
             hash_ids = _impl.core.hub_id_hashes
             for coll, eids, _ in groups:
@@ -729,8 +739,9 @@ class SQLiteStorage(Storage):
             cid = self._cid(conn, (w.api, w.project, coll))
             pre = w.hashed[g] if g < len(w.hashed) else None
             hashed = pre[1] if pre is not None and pre[0] == cid else None  # hashed under the cid the loop saw
+            packed = w.packed[g] if g < len(w.packed) else None
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
-                                                         self._json, hashed))
+                                                         self._json, hashed, packed))
             offset += len(eids)
         return dups
 
