@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from typing import Awaitable
 
 import pytest
 
@@ -208,7 +209,7 @@ def test_a_layout_1_database_is_converted_once(tmp_path, caplog):
         await st.close()
 
     asyncio.run(main())
-    assert "converting 7007 stored events to storage layout 2" in caplog.text
+    assert "converting 7007 stored events to storage layout 3" in caplog.text
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT cid, eid, body FROM events ORDER BY seq").fetchall()
         assert [r for r in rows if r[0] == 1] == [(1, str(i), '{"id":"%d","n":%d}' % (i, i)) for i in range(7000)] + [
@@ -216,7 +217,9 @@ def test_a_layout_1_database_is_converted_once(tmp_path, caplog):
         assert [r[1:] for r in rows if r[0] == 2] == [(f"{b}/{i}", '{"b":"%s","i":%d}' % (b, i))
                                                       for b in ("B1", "B2") for i in range(3)]
         assert conn.execute("SELECT count(*) FROM chunks WHERE cid = 1").fetchone()[0] == 3  # 5,000 + 2,000 + 1
-        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 7002
+        # the converted keys in ids, the later request's (a small transaction) in ids_recent
+        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 7001
+        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'events_%'").fetchone()[0] == 0
         plan = " ".join(r[-1] for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT body FROM chunks WHERE cid = ? ORDER BY rid DESC", (1,)))
@@ -281,13 +284,20 @@ def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
     assert got == [("c", "hold"), ("c", "b"), ("d", "c"), ("c", "a1"), ("c", "e")]
 
 
+@pytest.mark.parametrize("index", ["ids", "ids_recent", "both"])
 @pytest.mark.parametrize("bits", [2, 64], ids=["4-hashes", "full-hash"])
-def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits):
+def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits, index):
     """The ids index holds 64-bit hashes: a taken hash is a duplicate only when the stored event holding it has the
     same collection and id; another id with that hash (a collision) is still stored, once. With the hashes cut to
     2 bits nearly every insert collides; duplicates, GET and the events view must still be exactly those of a
-    plain set of (project, collection, id), for ids repeated within a request, across requests and collections."""
+    plain set of (project, collection, id), for ids repeated within a request, across requests and collections.
+    ``index``: every transaction's keys go to ``ids``, or to ``ids_recent`` (never merged), or small transactions
+    to ``ids_recent`` and larger ones to ``ids``, with ``ids_recent`` merged into ``ids`` every 25 keys."""
     from eventpush import _impl
+
+    below, merge_at = {"ids": (0, 10 ** 9), "ids_recent": (10 ** 9, 10 ** 9), "both": (15, 25)}[index]
+    monkeypatch.setattr(storage, "_RECENT_BELOW", below)
+    monkeypatch.setattr(storage, "_MERGE_AT", merge_at)
 
     real = _impl.core.hub_id_hashes
     if bits < 64:
@@ -330,6 +340,11 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
         rows = conn.execute("SELECT c.project, c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
                             "ORDER BY e.seq").fetchall()
         collided = conn.execute("SELECT count(*) FROM ids_collided").fetchone()[0]
+        in_main, in_recent = (conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ids", "ids_recent"))
+        both = conn.execute("SELECT count(*) FROM ids JOIN ids_recent USING (h)").fetchone()[0]
+    assert both == 0  # a key is in one of the two tables only
+    assert (in_main > 0, in_recent > 0) == {"ids": (True, False), "ids_recent": (False, True),
+                                            "both": (True, in_recent > 0)}[index]
     assert sorted((p, c, e) for p, c, e, _ in rows) == sorted(seen)
     for (project, coll), bodies in stored.items():
         assert [b for p, c, _, b in rows if (p, c) == (project, coll)] == bodies
@@ -342,16 +357,82 @@ def test_a_database_of_another_layout_is_refused(tmp_path):
     db = str(tmp_path / "new.db")
     storage.init_db(db)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE hub_meta SET value = 3 WHERE name = 'layout'")
-    with pytest.raises(sqlite3.DatabaseError, match="storage layout 3"):
+        conn.execute("UPDATE hub_meta SET value = 4 WHERE name = 'layout'")
+    with pytest.raises(sqlite3.DatabaseError, match="storage layout 4"):
         storage.init_db(db)
 
     async def main() -> None:
         st = SQLiteStorage(db)
-        with pytest.raises(sqlite3.DatabaseError, match="storage layout 3"):
+        with pytest.raises(sqlite3.DatabaseError, match="storage layout 4"):
             await st.start()
         await st.close()
 
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
+
+
+
+def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, caplog):
+    """Layout 2 had no ``ids_recent``: such a file is brought to layout 3 by adding the (empty) table, and the ids
+    it holds are still duplicates; new keys go to either table, never both."""
+    db = str(tmp_path / "two.db")
+
+    async def put(st: SQLiteStorage, eids: list) -> list:
+        return await st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
+
+    async def first() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await put(st, [f"a{i}" for i in range(20)]) == []
+        await st.close()
+
+    asyncio.run(first())
+    with sqlite3.connect(db) as conn:  # what layout 2 was: no ids_recent, its keys in ids
+        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 20
+        conn.execute("INSERT INTO ids SELECT h, ref FROM ids_recent")
+        conn.execute("DROP TABLE ids_recent")
+        conn.execute("UPDATE hub_meta SET value = 2 WHERE name = 'layout'")
+
+    async def second() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await put(st, ["a3", "b1", "a19", "b2"]) == [0, 2]
+        assert await put(st, ["b1", "a0", "b3"]) == [0, 1]
+        assert await st.recent("connect", "p", "c", 3) == ['{"id":"b3"}', '{"id":"b2"}', '{"id":"b1"}']
+        await st.close()
+
+    with caplog.at_level("INFO", logger="eventpush.hub"):
+        asyncio.run(second())
+    assert "storage layout 2 brought to 3" in caplog.text
+    with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 20
+        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 23
+
+
+def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
+    """Past _MERGE_AT keys, ``ids_recent`` moves into ``ids`` between two transactions; duplicates of ids on both
+    sides of the merge are found, and a large transaction goes straight to ``ids``."""
+    monkeypatch.setattr(storage, "_MERGE_AT", 100)
+    db = str(tmp_path / "m.db")
+
+    def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
+        return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        for r in range(6):  # 6 x 30 keys: merged after the 4th request
+            assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
+        assert st.merges == 1
+        assert await put(st, ["r0-1", "r5-2", "new-1", "r3-29"]) == [0, 1, 3]
+        big = [f"big-{i}" for i in range(storage._RECENT_BELOW)] + ["r4-0", "r5-0", "new-1"]
+        assert await put(st, big) == [len(big) - 3, len(big) - 2, len(big) - 1]
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 120 + storage._RECENT_BELOW
+        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 61
