@@ -1687,7 +1687,6 @@ def hub_id_hashes(key, cid, ids):
         PyMem_Free(hashes)
 
 
-
 cdef extern from "stdlib.h":
     void qsort(void* base, size_t nmemb, size_t size, int (*compar)(const void*, const void*) noexcept nogil) nogil
 
@@ -1741,6 +1740,7 @@ def hub_index_keys(hashes, shift, bits):
         return _ascii(out.data, out.len)
     finally:
         PyMem_Free(keys)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # The hub's scan of a whole Connect batch body: the bulk path's result straight from the bytes, no objects built

@@ -266,7 +266,7 @@ def scan_batch(raw: bytes) -> Optional[List[Prepared]]:
     event of it is one the bulk path takes as it is (compact, with an id and a timestamp, no key the hub might
     refuse) and no collection is named twice; ``None`` otherwise (parse it and :func:`prepare_batch` it). What it
     returns is what :func:`prepare_batch` gives for the parsed body: the events' bytes are those orjson writes."""
-    if _scan is None:
+    if _scan is None or type(raw) is not bytes:  # (uvicorn on h11 may hand over a bytearray: parsed)
         return None
     scanned = _scan(raw, MAX_EVENT_BYTES)
     if scanned is None:

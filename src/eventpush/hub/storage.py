@@ -6,6 +6,7 @@ Schema (one file, shared by every worker process)::
     chunks(rid INTEGER PRIMARY KEY, cid INTEGER, n INTEGER, tag TEXT, body TEXT, ends BLOB, skip TEXT)
     INDEX chunks_cid ON chunks(cid)                    -- (cid, rid): a collection's newest events for GET
     ids(h INTEGER PRIMARY KEY, ref INTEGER)            -- duplicate detection: a row per stored Connect event
+    ids_recent(h INTEGER PRIMARY KEY, ref INTEGER)     -- the same, for keys not yet moved into ids
     ids_collided(cid, eid TEXT, PRIMARY KEY (cid, eid)) WITHOUT ROWID   -- ids whose hash another id holds
     hub_meta(name TEXT PRIMARY KEY, value)             -- the id hash key, the layout version
     VIEW events(seq, cid, eid, body)                   -- one row per stored event, for people reading the file
@@ -22,7 +23,10 @@ same collection is a duplicate; another one (a hash collision) is decided by the
 Why not the id text itself: ids are random (uuid4), so every insert lands on a random page of the index, and a
 commit writes each page it touched to the WAL. A ~15-byte entry instead of ~50 makes the index a third as large,
 so a commit touches and writes about a third as many pages; with one chunk row per request instead of a row per
-event, the hub stores uuid4 events about 3× faster at 5,000 per request (README, side by side).
+event, the hub stores uuid4 events about 3× faster at 5,000 per request (README, side by side). A transaction of
+a few thousand events would still touch most pages of ``ids``: those put their keys in the small ``ids_recent``
+instead (checking ``ids``), which is moved into ``ids`` every 50,000 keys; larger ones insert into ``ids``
+(checking ``ids_recent``). A key is in one of the two tables, never both.
 
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
@@ -32,8 +36,8 @@ fails it is rolled back and its requests are committed one by one, so only the f
 ``BEGIN IMMEDIATE`` takes SQLite's write lock up front, so with ``--workers N`` the other processes wait
 (``busy_timeout``) instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection
 ``"events"``, with ``tag`` the request's batch id: their ids, ``"{batch}/{sequence}"``, are unique by construction
-(a fresh uuid4 per request), so they take no ``ids`` rows. A database of the earlier layout (one ``events`` row per
-event) is converted once, at start.
+(a fresh uuid4 per request), so they take no ``ids`` rows. A database of layout 1 (one ``events`` row per event)
+is converted once, at start; one of layout 2 (no ``ids_recent``) gains the empty table.
 """
 
 from __future__ import annotations
@@ -685,7 +689,7 @@ class SQLiteStorage(Storage):
             for stmt in _MERGE:
                 conn.execute(stmt)
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except Exception as exc:  # the writer goes on draining: the keys stay in ids_recent, where they count
             if conn.in_transaction:
                 try:
                     conn.execute("ROLLBACK")
