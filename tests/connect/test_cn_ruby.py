@@ -21,6 +21,7 @@ from eventpush.connect import (
     UnconfiguredError,
 )
 from eventpush.errors import ClosedError, ConnectError, EventTooLargeError, EventTypeError
+from eventpush.transport import Transport
 from eventpush.transport import Retry
 
 PROJECT, KEY = "proj-c", "key-c"
@@ -215,10 +216,18 @@ def test_sync_401_409_from_hub_and_transport_error(hub, use_core, coll):
         connect.push(coll, {"a": 1})
 
 
-def test_async_callbacks_chaining_and_non_2xx(hub, use_core, coll):
+def test_async_callbacks_chaining_and_non_2xx(hub, use_core, coll, monkeypatch):
     connect.configure(lambda c: _conf(c, hub.base, "async"))
     got, errs, threads = [], [], []
     done = threading.Event()
+    release = threading.Event()  # the first request is held until its callbacks are attached (else they run at once)
+    real_post = Transport.post
+
+    def held_post(self, *a, **kw):
+        release.wait(10)
+        return real_post(self, *a, **kw)
+
+    monkeypatch.setattr(Transport, "post", held_post)
 
     def on_response(resp):
         got.append(resp)
@@ -228,6 +237,8 @@ def test_async_callbacks_chaining_and_non_2xx(hub, use_core, coll):
     d = connect.push(coll, {"name": "Something", "cost": 2.01}).response_received(on_response).error_occured(
         errs.append)
     assert isinstance(d, DeferredResponse)
+    assert not d.done
+    release.set()
     assert done.wait(10)
     assert len(got) == 1 and got[0].success and not errs
     assert threads[0] != threading.current_thread().name  # the sender thread
