@@ -345,7 +345,10 @@ def test_publish_command_says_when_the_outcome_is_unknown(rabbitmq_url, spawn, u
     # delivered", and the command exits 4 (outcome unknown) instead of 1 (not published: safe to run again)
     port = free_port()
     hub = spawn(cmd=[sys.executable, "-m", "eventpush", "serve", "--host", "127.0.0.1", "--port", str(port),
-                     "--db", ":memory:", "--broker", rabbitmq_url, "--long-poll-timeout", "2"], port=port)
+                     "--db", ":memory:", "--broker", rabbitmq_url, "--long-poll-timeout", "2",
+                     # nobody polls while the alarm lasts (up to a minute on a slow machine): the consumer's queue
+                     # must outlive it, or RabbitMQ deletes it with "before" in it (the default TTL is 15 s)
+                     "--queue-ttl", "300"], port=port)
     chan = f"/cli-blocked/{uid}"
     open_queue(hub.url + "/push" + chan, "c")
 
