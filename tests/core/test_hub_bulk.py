@@ -18,20 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventpush import _core_py
-from eventpush._envflags import env_flag
 from eventpush.hub import connect as hub
 
-_CORE_C = None if env_flag("EVENTPUSH_PURE") else __import__("eventpush._core", fromlist=["_core"])
+from core_support import CORE_C, MAX, TS, plain
+
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-MAX = hub.MAX_EVENT_BYTES
-TS = "2026-01-01T00:00:00.000Z"
-
-
-def plain(i: int, **extra: Any) -> dict:
-    ev = {"id": f"id-{i}", "timestamp": TS, "user": f"u{i}", "value": 12.5, "props": {"page": "/", "ab": [1, 2]}}
-    ev.update(extra)
-    return ev
 
 
 def exact(events: List[Any]) -> Any:
@@ -55,8 +47,8 @@ def check(core: Any, events: List[Any], max_bytes: int = MAX) -> Any:
         ids, bodies = got
         assert (ids, bodies) == exact(events)
         assert all(len(b) <= max_bytes for b in bodies)
-    if _CORE_C is not None:
-        assert _CORE_C.hub_connect_bulk(events, max_bytes) == _core_py.hub_connect_bulk(events, max_bytes)
+    if CORE_C is not None:
+        assert CORE_C.hub_connect_bulk(events, max_bytes) == _core_py.hub_connect_bulk(events, max_bytes)
     return got
 
 
@@ -109,8 +101,8 @@ def test_timestamp_rule_matches_the_hub_regex(core, text):
 def test_timestamp_rule_on_random_text(text):
     want = _hub_accepts(text)
     assert _core_py.hub_timestamp_ok(text) is want
-    if _CORE_C is not None:
-        assert _CORE_C.hub_timestamp_ok(text) is want
+    if CORE_C is not None:
+        assert CORE_C.hub_timestamp_ok(text) is want
 
 
 @SETTINGS
@@ -119,8 +111,8 @@ def test_timestamp_rule_one_character_changed(pos, ch):
     text = TS[:pos] + ch + TS[pos + 1:]
     want = _hub_accepts(text)
     assert _core_py.hub_timestamp_ok(text) is want
-    if _CORE_C is not None:
-        assert _CORE_C.hub_timestamp_ok(text) is want
+    if CORE_C is not None:
+        assert CORE_C.hub_timestamp_ok(text) is want
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -250,8 +242,8 @@ def test_generated_batches(events):
     # as the hub gets them: parsed from JSON
     events = orjson.loads(orjson.dumps(events))
     check(_core_py, events)
-    if _CORE_C is not None:
-        check(_CORE_C, events)
+    if CORE_C is not None:
+        check(CORE_C, events)
 
 
 plain_values = st.recursive(
@@ -275,8 +267,8 @@ def test_generated_plain_batches_are_taken(extras):
         abs(v) < 2.0**63 for v in _numbers(events, float))
     got = check(_core_py, events)
     assert (got is not None) is fits
-    if _CORE_C is not None:
-        assert (check(_CORE_C, events) is not None) is fits
+    if CORE_C is not None:
+        assert (check(CORE_C, events) is not None) is fits
 
 
 def _numbers(v: Any, kind: type) -> List[Any]:

@@ -17,20 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventpush import _core_py
-from eventpush._envflags import env_flag
 from eventpush.hub import connect as hub
 
-_CORE_C = None if env_flag("EVENTPUSH_PURE") else __import__("eventpush._core", fromlist=["_core"])
+from core_support import CORE_C, MAX, TS, plain
+
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-MAX = hub.MAX_EVENT_BYTES
-TS = "2026-01-01T00:00:00.000Z"
-
-
-def plain(i: int, **extra: Any) -> dict:
-    ev = {"id": f"id-{i}", "timestamp": TS, "user": f"u{i}", "value": 12.5, "props": {"page": "/", "ab": [1, 2]}}
-    ev.update(extra)
-    return ev
 
 
 def parsed(raw: bytes, max_bytes: int = MAX) -> Optional[list]:
@@ -51,8 +43,8 @@ def check(core: Any, raw: bytes, max_bytes: int = MAX) -> Optional[list]:
         assert got == parsed(raw, max_bytes)
         for _, _, bodies in got:
             assert all(type(b) is bytes and len(b) <= max_bytes for b in bodies)
-    if _CORE_C is not None:
-        assert _CORE_C.hub_connect_scan(raw, max_bytes) == _core_py.hub_connect_scan(raw, max_bytes)
+    if CORE_C is not None:
+        assert CORE_C.hub_connect_scan(raw, max_bytes) == _core_py.hub_connect_scan(raw, max_bytes)
     return got
 
 
@@ -209,7 +201,7 @@ _BATCHES = st.dictionaries(st.sampled_from(["c", "d", "日本", ""]), st.lists(e
 @given(_BATCHES)
 def test_random_compact_bodies(batch):
     raw = body(batch)
-    for core in ([_CORE_C] if _CORE_C is not None else []) + [_core_py]:
+    for core in ([CORE_C] if CORE_C is not None else []) + [_core_py]:
         check(core, raw)
 
 
@@ -221,7 +213,7 @@ def test_random_bodies_changed_here_and_there(batch, edits: List[Any]):
     for pos, text in edits:  # insert a byte, or (b"") delete one
         pos %= len(raw) + 1
         raw = raw[:pos] + text + raw[pos + (0 if text else 1):]
-    for core in ([_CORE_C] if _CORE_C is not None else []) + [_core_py]:
+    for core in ([CORE_C] if CORE_C is not None else []) + [_core_py]:
         check(core, raw)
 
 
@@ -239,7 +231,7 @@ def test_plain_values_with_outer_whitespace_are_taken(values, ws):
         return
     raw = (ws[0] + b"{" + ws[1] + b'"c"' + ws[2] + b":" + ws[3] + b"[" + ws[4]
            + (ws[5] + b"," + ws[6]).join(parts) + ws[7] + b"]" + ws[8] + b"}" + ws[9])
-    for core in ([_CORE_C] if _CORE_C is not None else []) + [_core_py]:
+    for core in ([CORE_C] if CORE_C is not None else []) + [_core_py]:
         assert check(core, raw) == [("c", [e["id"] for e in evs], parts)]
 
 
@@ -248,7 +240,7 @@ def test_the_hub_scans_bytes_only():
     raw = body({"c": [plain(0)]})
     assert hub.scan_batch(bytearray(raw)) is None
     got = hub.scan_batch(raw)
-    if _CORE_C is None or hub._scan is None:
+    if CORE_C is None or hub._scan is None:
         assert got is None  # the twin's hub parses every body
     else:
         assert got == [("c", ["id-0"], [orjson.dumps(plain(0))], [0], [None])]

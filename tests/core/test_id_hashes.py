@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventpush import _core_py
-from eventpush._envflags import env_flag
 
-_CORE_C = None if env_flag("EVENTPUSH_PURE") else __import__("eventpush._core", fromlist=["_core"])
+from core_support import CORE_C
+
 
 KEY = bytes(range(16))
 # SipHash-2-4 reference outputs (their bytes, little-endian) for the messages 00 01 .. (n-1), key 00 .. 0f
@@ -63,13 +63,13 @@ def test_bad_arguments(core):
         core.hub_id_hashes(KEY, 1, ["a\ud800"])
 
 
-@pytest.mark.skipif(_CORE_C is None, reason="the compiled core is not built")
+@pytest.mark.skipif(CORE_C is None, reason="the compiled core is not built")
 @settings(max_examples=300, deadline=None, database=None)
 @given(key=st.binary(min_size=16, max_size=16), cid=st.integers(-(1 << 63), (1 << 63) - 1),
        ids=st.lists(st.text(max_size=40), max_size=8))
 def test_compiled_and_twin_agree(key, cid, ids):
     ids = [i for i in ids if not any(0xD800 <= ord(c) <= 0xDFFF for c in i)]
-    assert _CORE_C.hub_id_hashes(key, cid, ids) == _core_py.hub_id_hashes(key, cid, ids)
+    assert CORE_C.hub_id_hashes(key, cid, ids) == _core_py.hub_id_hashes(key, cid, ids)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_index_keys_bad_arguments(core):
             core.hub_index_keys([1], shift, bits)
 
 
-@pytest.mark.skipif(_CORE_C is None, reason="the compiled core is not built")
+@pytest.mark.skipif(CORE_C is None, reason="the compiled core is not built")
 @settings(max_examples=300, deadline=None, database=None)
 @given(hashes=st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=50), shift=st.integers(0, 63),
        bits=st.integers(1, 63))
@@ -110,4 +110,4 @@ def test_index_keys_compiled_and_twin_agree(hashes, shift, bits):
         bits = 64 - shift
         if bits < 1:
             return
-    assert _CORE_C.hub_index_keys(hashes, shift, bits) == _core_py.hub_index_keys(hashes, shift, bits)
+    assert CORE_C.hub_index_keys(hashes, shift, bits) == _core_py.hub_index_keys(hashes, shift, bits)
