@@ -414,8 +414,9 @@ def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, 
 
 def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
     """Past _MERGE_AT keys, ``ids_recent`` moves into ``ids`` between two transactions; duplicates of ids on both
-    sides of the merge are found, and a large transaction goes straight to ``ids``."""
+    sides of the merge are found, and a transaction of _RECENT_BELOW keys or more goes straight to ``ids``."""
     monkeypatch.setattr(storage, "_MERGE_AT", 100)
+    monkeypatch.setattr(storage, "_RECENT_BELOW", 200)
     db = str(tmp_path / "m.db")
 
     def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
@@ -436,3 +437,31 @@ def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 120 + storage._RECENT_BELOW
         assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 61
+
+def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):
+    """SQLite sets the page size when it makes the file: a new database gets ``_PAGE_SIZE``; a file made with 4 KiB
+    pages (as before) keeps them, and storing, duplicates and GET work the same in it."""
+    new, old = str(tmp_path / "new.db"), str(tmp_path / "old.db")
+
+    async def put(st: SQLiteStorage, eids: list) -> list:
+        return await st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
+
+    async def session(db: str, eids: list, want: list) -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await put(st, eids) == want
+        assert await st.recent("connect", "p", "c", 1) == ['{"id":"%s"}' % eids[-1]]
+        await st.close()
+
+    asyncio.run(session(new, ["a", "b"], []))
+    with monkeypatch.context() as m:
+        m.setattr(storage, "_PAGE_SIZE", 4096)
+        asyncio.run(session(old, ["a", "b"], []))
+    asyncio.run(session(old, ["b", "c"], [0]))  # reopened by this version: the duplicate is found
+    for db, size in ((new, 16384), (old, 4096)):
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("PRAGMA page_size").fetchone()[0] == size
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert [r[0] for r in conn.execute("SELECT eid FROM events ORDER BY seq")] == (
+                ["a", "b"] if db == new else ["a", "b", "c"])
