@@ -9,6 +9,7 @@ import threading
 import uuid
 from typing import Awaitable
 
+import orjson
 import pytest
 
 from eventpush.errors import ClosedError
@@ -465,3 +466,12 @@ def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, m
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             assert [r[0] for r in conn.execute("SELECT eid FROM events ORDER BY seq")] == (
                 ["a", "b"] if db == new else ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5000])
+def test_a_chunk_is_the_json_array_of_its_events_and_split_gives_them_back(n):
+    bodies = [b'{"id":"e%d","v":[%d]}' % (i, i) for i in range(n)]
+    body, ends = storage._pack(bodies)
+    assert body == b"[" + b",".join(bodies) + b"]"
+    assert orjson.loads(body) == [orjson.loads(b) for b in bodies]
+    assert [body[a:b] for a, b in storage._split(body, ends)] == bodies
