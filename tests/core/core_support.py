@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from eventpush._envflags import env_flag
-from eventpush.hub import connect as hub
+from eventpush.dialects import CONNECT_MAX_EVENT_BYTES
 
 #: the compiled core, or None on the pure leg (EVENTPUSH_PURE); tests compare it with the twin when present
 CORE_C = None if env_flag("EVENTPUSH_PURE") else __import__("eventpush._core", fromlist=["_core"])
-#: the hub's per-event size limit, and a valid timestamp of the hub tests
-MAX = hub.MAX_EVENT_BYTES
+#: the hub's per-event size limit (``eventpush.hub.connect.MAX_EVENT_BYTES``), and a valid timestamp of the hub tests
+MAX = CONNECT_MAX_EVENT_BYTES
 TS = "2026-01-01T00:00:00.000Z"
 
 

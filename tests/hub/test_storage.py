@@ -439,6 +439,7 @@ def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
         assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 120 + storage._RECENT_BELOW
         assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 61
 
+
 def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):
     """SQLite sets the page size when it makes the file: a new database gets ``_PAGE_SIZE``; a file made with 4 KiB
     pages (as before) keeps them, and storing, duplicates and GET work the same in it."""

@@ -27,8 +27,9 @@ event, the hub stores uuid4 events about 3× faster at 5,000 per request (README
 a few thousand events would still touch most pages of ``ids``: it puts its keys in the small ``ids_recent``
 instead (checking ``ids``), which is moved into ``ids`` every 50,000 keys, so each page of ``ids`` is written once
 per 50,000 keys instead of once per transaction. Only a transaction of 50,000 keys or more (which would fill
-``ids_recent`` at once) inserts into ``ids`` (checking ``ids_recent``). A key is in one of the two tables, never
-both. A new file gets 16 KiB pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL frames.
+``ids_recent`` at once; a group commit stops taking requests at 25,000 events) and the executemany path insert
+into ``ids`` (checking ``ids_recent``). A key is in one of the two tables, never both. A new file gets 16 KiB
+pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL frames.
 
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
