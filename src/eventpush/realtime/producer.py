@@ -41,6 +41,9 @@ Target = Union[None, str, Backend]
 #: that the hub's answer about a publish its broker did not confirm arrives (a request that gets no answer at all
 #: raises PublishUnconfirmedError: it reached the server, which may have published it).
 HTTP_TIMEOUT = 30.0
+#: default seconds a confirmed burst (``publish_many``) over AMQP waits for RabbitMQ's confirms before it withdraws
+#: what RabbitMQ did not take
+PUBLISH_TIMEOUT = 30.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -203,8 +206,7 @@ class _AmqpTarget:
             f"RabbitMQ at {_safe(self.url)} is not reachable ({b.last_error or 'the connection was lost'}); {what}",
             method="PUBLISH")
 
-    #: default seconds a ``publish_many`` waits for the confirms before it withdraws what RabbitMQ did not take
-    publish_timeout = 30.0
+    publish_timeout = PUBLISH_TIMEOUT
 
     def send(self, messages: List[bytes], channel: str, publish_timeout: Optional[float] = None) -> List[Any]:
         if self.closed:
@@ -399,7 +401,7 @@ class Producer:
         prefix: Optional[str] = None,
         timeout: float = HTTP_TIMEOUT,
         connect_timeout: float = 5.0,
-        publish_timeout: float = 30.0,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         if backend is not None:  # spec §2 spells it Producer(backend=None)
             if target is not None:
