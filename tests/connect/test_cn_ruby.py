@@ -21,8 +21,7 @@ from eventpush.connect import (
     UnconfiguredError,
 )
 from eventpush.errors import ClosedError, ConnectError, EventTooLargeError, EventTypeError
-from eventpush.transport import Transport
-from eventpush.transport import Retry
+from eventpush.transport import Retry, Transport
 
 PROJECT, KEY = "proj-c", "key-c"
 FAST_RETRY = Retry(attempts=2, backoff=0.01, backoff_max=0.02)

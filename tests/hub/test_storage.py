@@ -373,14 +373,15 @@ def test_a_database_of_another_layout_is_refused(tmp_path):
         assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
 
 
+def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
+    """Store ``eids`` as one request of Connect events ``{"id": ...}`` in project ``p``, collection ``c``."""
+    return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
+
 
 def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, caplog):
     """Layout 2 had no ``ids_recent``: such a file is brought to layout 3 by adding the (empty) table, and the ids
     it holds are still duplicates; new keys go to either table, never both."""
     db = str(tmp_path / "two.db")
-
-    async def put(st: SQLiteStorage, eids: list) -> list:
-        return await st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
 
     async def first() -> None:
         st = SQLiteStorage(db)
@@ -420,9 +421,6 @@ def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "_RECENT_BELOW", 200)
     db = str(tmp_path / "m.db")
 
-    def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
-        return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
-
     async def main() -> None:
         st = SQLiteStorage(db)
         await st.start()
@@ -444,9 +442,6 @@ def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, m
     """SQLite sets the page size when it makes the file: a new database gets ``_PAGE_SIZE``; a file made with 4 KiB
     pages (as before) keeps them, and storing, duplicates and GET work the same in it."""
     new, old = str(tmp_path / "new.db"), str(tmp_path / "old.db")
-
-    async def put(st: SQLiteStorage, eids: list) -> list:
-        return await st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
 
     async def session(db: str, eids: list, want: list) -> None:
         st = SQLiteStorage(db)

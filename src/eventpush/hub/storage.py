@@ -386,6 +386,16 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
     return dups
 
 
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, after a failure: a rollback that fails too (the connection is
+    gone) must not hide the error being handled."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+
 def _check_writable(conn: sqlite3.Connection, path: str) -> None:
     """Raise ``sqlite3.OperationalError`` unless this connection can write the database.
 
@@ -711,11 +721,7 @@ class SQLiteStorage(Storage):
                 conn.execute(stmt)
             conn.execute("COMMIT")
         except Exception as exc:  # the writer goes on draining: the keys stay in ids_recent, where they count
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            _rollback_quietly(conn)
             self._recent_rows = _MERGE_AT // 2  # tried again after as many inserts again
             log.warning("moving the recent ids into the index failed (tried again later): %s", exc)
             return
@@ -783,11 +789,7 @@ class SQLiteStorage(Storage):
                 return
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
+            _rollback_quietly(conn)
             self._cids.clear()  # a rolled-back collection row must not stay cached
             with self._lock:  # nothing was committed: a retry alone (_commit) may still leave a withdrawn one out
                 for w in writes:
