@@ -17,6 +17,11 @@ from eventpush.hub import storage
 from eventpush.hub.storage import SQLiteStorage
 
 
+def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
+    """Store ``eids`` as one request of Connect events ``{"id": ...}`` in project ``p``, collection ``c``."""
+    return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
+
+
 @pytest.mark.parametrize("json_path", [True, False], ids=["json_each", "executemany"])
 def test_insert_duplicates_publish_and_close(tmp_path, json_path):
     db = str(tmp_path / "s.db")
@@ -138,11 +143,15 @@ def test_group_commit_keeps_each_request_all_or_nothing(tmp_path):
     assert rows[5:] == [("e", str(i), '{"id":"%d"}' % i) for i in range(10)]  # nothing of the failed request
 
 
-def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
+@pytest.mark.parametrize("restart_bytes", [256 << 20, 1 << 20], ids=["rewind", "restart"])
+def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch, restart_bytes):
     """The writer does not checkpoint; the background checkpoint keeps the WAL bounded under continuous writes
-    (restarting it past the cap) and every committed row is in the database."""
-    monkeypatch.setattr(storage, "_WAL_RESTART_BYTES", 1 << 20)
-    monkeypatch.setattr(storage, "_CHECKPOINT_EVERY", 0.01)  # a second by default: ~13 MB go in far less here
+    (holding the writer back to rewind it past the cap: with a passive checkpoint, or with a RESTART past the
+    second cap) and every committed row is in the database."""
+    monkeypatch.setattr(storage, "_WAL_REWIND_BYTES", 1 << 20)
+    monkeypatch.setattr(storage, "_WAL_RESTART_BYTES", restart_bytes)
+    monkeypatch.setattr(storage, "_WAL_KEEP_BYTES", 1 << 20)
+    monkeypatch.setattr(storage, "_CHECKPOINT_EVERY", 0.01)
     db = str(tmp_path / "w.db")
     body = b'{"id":"%s","pad":"' + b"x" * 400 + b'"}'
     wal_sizes = []
@@ -159,15 +168,64 @@ def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch):
             await asyncio.sleep(0)
         await asyncio.sleep(0.3)
         assert st.checkpoints > 0
+        assert st.rewinds > 0
         await st.close()
         assert not os.path.exists(db + "-wal") or os.stat(db + "-wal").st_size == 0
 
     asyncio.run(main())
-    # without checkpoints the WAL would hold every page written: well over 13 MB
+    # without rewinds the WAL would hold every page written: well over 13 MB
     assert max(wal_sizes) < 12 << 20, wal_sizes
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 30_000
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_checkpoint_thread_holds_the_writer_between_transactions(tmp_path, monkeypatch):
+    """``_writer_held`` waits for the transaction the writer runs to end, and no transaction starts until it is
+    let go: what the WAL rewind relies on."""
+    db = str(tmp_path / "h.db")
+    in_txn = threading.Event()
+    gate = threading.Event()
+    insert = SQLiteStorage._insert
+
+    def slow_insert(self, conn, w, recent=False):
+        in_txn.set()
+        gate.wait(5)
+        return insert(self, conn, w, recent)
+
+    monkeypatch.setattr(SQLiteStorage, "_insert", slow_insert)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold(st: SQLiteStorage) -> None:
+        with st._writer_held():
+            held.set()
+            release.wait(5)
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        first = asyncio.ensure_future(put(st, ["a"]))
+        assert await asyncio.to_thread(in_txn.wait, 5)
+        holder = threading.Thread(target=hold, args=(st,))
+        holder.start()
+        assert not await asyncio.to_thread(held.wait, 0.2)  # the transaction runs: the hold waits for it
+        gate.set()
+        assert await first == []
+        assert await asyncio.to_thread(held.wait, 5)
+        before = st.transactions
+        second = asyncio.ensure_future(put(st, ["b"]))
+        done, _ = await asyncio.wait([second], timeout=0.3)
+        assert not done and st.transactions == before  # held: no transaction starts
+        release.set()
+        assert await second == []
+        await asyncio.to_thread(holder.join)
+        assert st.transactions == before + 1
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT eid FROM events ORDER BY seq").fetchall() == [("a",), ("b",)]
 
 
 _LAYOUT_1 = (  # the schema of storage layout 1 (one row per event), as an earlier version made it
@@ -371,11 +429,6 @@ def test_a_database_of_another_layout_is_refused(tmp_path):
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
-
-
-def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
-    """Store ``eids`` as one request of Connect events ``{"id": ...}`` in project ``p``, collection ``c``."""
-    return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
 
 
 def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, caplog):
