@@ -188,10 +188,10 @@ def test_the_checkpoint_thread_holds_the_writer_between_transactions(tmp_path, m
     gate = threading.Event()
     insert = SQLiteStorage._insert
 
-    def slow_insert(self, conn, w, recent=False):
+    def slow_insert(self, *args):
         in_txn.set()
         gate.wait(5)
-        return insert(self, conn, w, recent)
+        return insert(self, *args)
 
     monkeypatch.setattr(SQLiteStorage, "_insert", slow_insert)
     held = threading.Event()
@@ -268,7 +268,7 @@ def test_a_layout_1_database_is_converted_once(tmp_path, caplog):
         await st.close()
 
     asyncio.run(main())
-    assert "converting 7007 stored events to storage layout 3" in caplog.text
+    assert f"converting 7007 stored events to storage layout {storage.LAYOUT}" in caplog.text
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT cid, eid, body FROM events ORDER BY seq").fetchall()
         assert [r for r in rows if r[0] == 1] == [(1, str(i), '{"id":"%d","n":%d}' % (i, i)) for i in range(7000)] + [
@@ -343,7 +343,7 @@ def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
     assert got == [("c", "hold"), ("c", "b"), ("d", "c"), ("c", "a1"), ("c", "e")]
 
 
-@pytest.mark.parametrize("index", ["ids", "ids_recent", "both"])
+@pytest.mark.parametrize("index", ["ids", "ids_recent", "both", "three"])
 @pytest.mark.parametrize("bits", [2, 64], ids=["4-hashes", "full-hash"])
 def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits, index):
     """The ids index holds 64-bit hashes: a taken hash is a duplicate only when the stored event holding it has the
@@ -351,12 +351,17 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
     2 bits nearly every insert collides; duplicates, GET and the events view must still be exactly those of a
     plain set of (project, collection, id), for ids repeated within a request, across requests and collections.
     ``index``: every transaction's keys go to ``ids``, or to ``ids_recent`` (never merged), or small transactions
-    to ``ids_recent`` and larger ones to ``ids``, with ``ids_recent`` merged into ``ids`` every 25 keys."""
+    to ``ids_recent`` and larger ones to ``ids``, with ``ids_recent`` merged into ``ids`` every 25 keys, or
+    (``three``) every transaction's keys to ``ids_recent``, moved into ``ids_mid`` every 25 keys, which moves into
+    ``ids`` in slices of the key range."""
     from eventpush import _impl
 
-    below, merge_at = {"ids": (0, 10 ** 9), "ids_recent": (10 ** 9, 10 ** 9), "both": (15, 25)}[index]
+    below, merge_at = {"ids": (0, 10 ** 9), "ids_recent": (10 ** 9, 10 ** 9), "both": (15, 25),
+                       "three": (10 ** 9, 25)}[index]
     monkeypatch.setattr(storage, "_RECENT_BELOW", below)
     monkeypatch.setattr(storage, "_MERGE_AT", merge_at)
+    monkeypatch.setattr(storage, "_MID_FROM", 0 if index == "three" else 10 ** 9)
+    monkeypatch.setattr(storage, "_SLICE_ROWS", 20)
 
     real = _impl.core.hub_id_hashes
     if bits < 64:
@@ -399,11 +404,14 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
         rows = conn.execute("SELECT c.project, c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
                             "ORDER BY e.seq").fetchall()
         collided = conn.execute("SELECT count(*) FROM ids_collided").fetchone()[0]
-        in_main, in_recent = (conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ids", "ids_recent"))
-        both = conn.execute("SELECT count(*) FROM ids JOIN ids_recent USING (h)").fetchone()[0]
-    assert both == 0  # a key is in one of the two tables only
-    assert (in_main > 0, in_recent > 0) == {"ids": (True, False), "ids_recent": (False, True),
-                                            "both": (True, in_recent > 0)}[index]
+        in_main, in_mid, in_recent = (conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                                      for t in ("ids", "ids_mid", "ids_recent"))
+        keys = conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
+                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0]
+    assert keys == in_main + in_mid + in_recent  # a key is in one of the three tables only
+    assert (in_main > 0, in_mid > 0, in_recent > 0) == {
+        "ids": (True, False, False), "ids_recent": (False, False, True), "both": (True, False, in_recent > 0),
+        "three": (in_main > 0 if bits < 64 else True, in_mid > 0, in_recent > 0)}[index]  # 4 keys may stay in mid
     assert sorted((p, c, e) for p, c, e, _ in rows) == sorted(seen)
     for (project, coll), bodies in stored.items():
         assert [b for p, c, _, b in rows if (p, c) == (project, coll)] == bodies
@@ -416,25 +424,26 @@ def test_a_database_of_another_layout_is_refused(tmp_path):
     db = str(tmp_path / "new.db")
     storage.init_db(db)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE hub_meta SET value = 4 WHERE name = 'layout'")
-    with pytest.raises(sqlite3.DatabaseError, match="storage layout 4"):
+        conn.execute("UPDATE hub_meta SET value = 5 WHERE name = 'layout'")
+    with pytest.raises(sqlite3.DatabaseError, match="storage layout 5"):
         storage.init_db(db)
 
     async def main() -> None:
         st = SQLiteStorage(db)
-        with pytest.raises(sqlite3.DatabaseError, match="storage layout 4"):
+        with pytest.raises(sqlite3.DatabaseError, match="storage layout 5"):
             await st.start()
         await st.close()
 
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 5
 
 
-def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, caplog):
-    """Layout 2 had no ``ids_recent``: such a file is brought to layout 3 by adding the (empty) table, and the ids
-    it holds are still duplicates; new keys go to either table, never both."""
-    db = str(tmp_path / "two.db")
+@pytest.mark.parametrize("layout", [2, 3])
+def test_a_layout_2_or_3_database_gets_the_new_tables_and_keeps_its_duplicates(tmp_path, caplog, layout):
+    """Layout 2 had no ``ids_recent`` and layout 3 no ``ids_mid``: such a file is brought to layout 4 by adding the
+    (empty) tables, and the ids it holds are still duplicates; new keys go to one table, never two."""
+    db = str(tmp_path / "old.db")
 
     async def first() -> None:
         st = SQLiteStorage(db)
@@ -443,11 +452,16 @@ def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, 
         await st.close()
 
     asyncio.run(first())
-    with sqlite3.connect(db) as conn:  # what layout 2 was: no ids_recent, its keys in ids
+    with sqlite3.connect(db) as conn:  # what layout 2 was: its keys in ids; layout 3: in ids and ids_recent
         assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 20
-        conn.execute("INSERT INTO ids SELECT h, ref FROM ids_recent")
-        conn.execute("DROP TABLE ids_recent")
-        conn.execute("UPDATE hub_meta SET value = 2 WHERE name = 'layout'")
+        conn.execute("INSERT INTO ids SELECT h, ref FROM ids_recent WHERE h % 2 = 1 OR ?", (layout == 2,))
+        conn.execute("DELETE FROM ids_recent WHERE h IN (SELECT h FROM ids)")
+        in_ids = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+        assert in_ids == 20 if layout == 2 else 0 < in_ids < 20  # layout 3: in both tables (odd keys in ids)
+        conn.execute("DROP TABLE ids_mid")
+        if layout == 2:
+            conn.execute("DROP TABLE ids_recent")
+        conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout'", (layout,))
 
     async def second() -> None:
         st = SQLiteStorage(db)
@@ -459,11 +473,11 @@ def test_a_layout_2_database_gets_ids_recent_and_keeps_its_duplicates(tmp_path, 
 
     with caplog.at_level("INFO", logger="eventpush.hub"):
         asyncio.run(second())
-    assert "storage layout 2 brought to 3" in caplog.text
+    assert f"storage layout {layout} brought to 4" in caplog.text
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 3
-        assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 20
-        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 3
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ids", "ids_mid", "ids_recent")]
+        assert sum(counts) == 23 and counts[1] == 0 and counts[2] >= 3
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 23
 
 
@@ -489,6 +503,47 @@ def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 120 + storage._RECENT_BELOW
         assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 61
+
+
+def test_past_mid_from_ids_recent_moves_through_ids_mid_into_ids_in_slices(tmp_path, monkeypatch):
+    """Once ``ids`` holds _MID_FROM keys, ``ids_recent`` moves into ``ids_mid``, and ``ids_mid``, past
+    √(2 · _MERGE_AT · keys of ids), into ``ids``: a slice of the key range after each later request. Every key
+    stays a duplicate wherever it is, and is in one table only."""
+    monkeypatch.setattr(storage, "_MERGE_AT", 100)
+    monkeypatch.setattr(storage, "_MID_FROM", 150)
+    monkeypatch.setattr(storage, "_SLICE_ROWS", 100)
+    db = str(tmp_path / "l.db")
+    sizes = []
+
+    def counts() -> tuple:
+        with sqlite3.connect(db) as conn:
+            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                         for t in ("ids", "ids_mid", "ids_recent"))
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        for r in range(19):
+            assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
+            # the moves run after the reply: wait until the writer thread is done with this request
+            await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)
+            sizes.append((st.merges, st.slices, counts()))
+        # 4 requests fill ids_recent: moves 1 and 2 go into ids (120, then 240 keys: past _MID_FROM), moves 3 and 4
+        # into ids_mid, which then holds 240 keys, past isqrt(2 * 100 * 240) = 219: three slices of ids's 240 keys
+        assert sizes[3] == (1, 0, (120, 0, 0)) and sizes[7] == (2, 0, (240, 0, 0))
+        assert sizes[11] == (3, 0, (240, 120, 0))
+        assert sizes[15] == (4, 0, (240, 240, 0))
+        assert [s[1] for s in sizes[16:]] == [1, 2, 3]  # a slice after each later request
+        assert sizes[18][2] == (480, 0, 90)
+        again = [f"r{r}-{i}" for r in range(19) for i in (0, 29)] + ["new"]
+        assert await put(st, again) == list(range(len(again) - 1))
+        await st.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
+                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0] == 19 * 30 + 1
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ Schema (one file, shared by every worker process)::
     chunks(rid INTEGER PRIMARY KEY, cid INTEGER, n INTEGER, tag TEXT, body TEXT, ends BLOB, skip TEXT)
     INDEX chunks_cid ON chunks(cid)                    -- (cid, rid): a collection's newest events for GET
     ids(h INTEGER PRIMARY KEY, ref INTEGER)            -- duplicate detection: a row per stored Connect event
-    ids_recent(h INTEGER PRIMARY KEY, ref INTEGER)     -- the same, for keys not yet moved into ids
+    ids_mid(h INTEGER PRIMARY KEY, ref INTEGER)        -- the same, for keys on their way into ids
+    ids_recent(h INTEGER PRIMARY KEY, ref INTEGER)     -- the same, for the keys of the latest transactions
     ids_collided(cid, eid TEXT, PRIMARY KEY (cid, eid)) WITHOUT ROWID   -- ids whose hash another id holds
     hub_meta(name TEXT PRIMARY KEY, value)             -- the id hash key, the layout version
     VIEW events(seq, cid, eid, body)                   -- one row per stored event, for people reading the file
@@ -25,11 +26,16 @@ commit writes each page it touched to the WAL. A ~15-byte entry instead of ~50 m
 so a commit touches and writes about a third as many pages; with one chunk row per request instead of a row per
 event, the hub stores uuid4 events about 3× faster at 5,000 per request (README, side by side). A transaction of
 a few thousand events would still touch most pages of ``ids``: it puts its keys in the small ``ids_recent``
-instead (checking ``ids``), which is moved into ``ids`` every 50,000 keys, so each page of ``ids`` is written once
-per 50,000 keys instead of once per transaction. Only a transaction of 50,000 keys or more (which would fill
-``ids_recent`` at once; a group commit stops taking requests at 25,000 events) and the executemany path insert
-into ``ids`` (checking ``ids_recent``). A key is in one of the two tables, never both. A new file gets 16 KiB
-pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL frames.
+instead (checking the others), which is moved on every 50,000 keys, so each page of the table below is written
+once per 50,000 keys instead of once per transaction. Moving 50,000 random keys into ``ids`` still rewrites most of
+its pages, and ``ids`` grows with what is stored: once it holds ``_MID_FROM`` keys, ``ids_recent`` moves into the
+middle level ``ids_mid`` instead, which moves into ``ids`` when it holds about √(2 · 50,000 · n) keys (n: the keys
+of ``ids``), the size at which the two moves rewrite as many bytes per event, each a few slices of the key range
+at a time (``_SLICE_ROWS``) so that no transaction rewrites all of a large ``ids`` (an LSM tree of three levels).
+Only a transaction of 50,000 keys or more (which would fill ``ids_recent`` at once; a group commit stops taking
+requests at 25,000 events) and the executemany path insert into ``ids`` (checking the others). A key is in one of
+the three tables, never in two. A new file gets 16 KiB pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL
+frames.
 
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
@@ -40,7 +46,7 @@ fails it is rolled back and its requests are committed one by one, so only the f
 (``busy_timeout``) instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection
 ``"events"``, with ``tag`` the request's batch id: their ids, ``"{batch}/{sequence}"``, are unique by construction
 (a fresh uuid4 per request), so they take no ``ids`` rows. A database of layout 1 (one ``events`` row per event)
-is converted once, at start; one of layout 2 (no ``ids_recent``) gains the empty table.
+is converted once, at start; one of layout 2 (no ``ids_recent``) or 3 (no ``ids_mid``) gains the empty tables.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from array import array
 from itertools import accumulate
+from math import isqrt
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
@@ -72,8 +79,8 @@ Group = Tuple[str, List[str], List[bytes]]
 Publish = Callable[[str, str, bytes], None]  # (api, collection, body)
 
 #: The storage layout this version writes (``hub_meta``); 1 was one ``events`` row per event, 2 had no
-#: ``ids_recent`` (a layout-2 file is brought to 3 by adding it).
-LAYOUT = 3
+#: ``ids_recent`` and 3 no ``ids_mid`` (a file of layout 2 or 3 is brought to 4 by adding them).
+LAYOUT = 4
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS collections (cid INTEGER PRIMARY KEY, api TEXT NOT NULL, project TEXT NOT NULL, "
@@ -84,6 +91,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS chunks_cid ON chunks (cid)",
     "CREATE TABLE IF NOT EXISTS ids (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ids_recent (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ids_mid (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ids_collided (cid INTEGER NOT NULL, eid TEXT NOT NULL, PRIMARY KEY (cid, eid)) "
     "WITHOUT ROWID",
 )
@@ -111,25 +119,44 @@ _INSERT_CHUNK = "INSERT INTO chunks (cid, n, tag, body, ends) VALUES (?, ?, ?, C
 # the event loop parses the next request on the other core meanwhile. executemany() releases and re-takes the GIL
 # around every row, which convoys with the event loop thread.
 #
-# A key is in ``ids`` or in ``ids_recent``, never in both: each insert checks the other table. A transaction
-# inserts into the small ``ids_recent``; past _MERGE_AT rows it is moved into ``ids`` at once.
+# A key is in one of ``ids``, ``ids_mid`` and ``ids_recent``, never in two: each insert checks the others. A
+# transaction inserts into the small ``ids_recent``; past _MERGE_AT rows it is moved on at once (see _merge).
 # PERF: a commit writes every index page it touched, and a few thousand random keys touch most pages of ``ids``
 # (1,500 pages of 4 KiB at 400,000 events): that was most of the writer's time. Through ``ids_recent`` a page of
 # ``ids`` is written once per merge. Layout 3 first sent transactions of 4,000 events or more straight to ``ids``;
 # with 16 KiB pages, 5,000-event requests through ``ids_recent`` cost the writer 2.2-2.9 us per event against
 # 2.3-2.9 straight to ``ids`` and 3.2-4.5 with 4 KiB pages (bench_hub, interleaved; README).
 _INSERT_IDS_JSON = ("INSERT OR IGNORE INTO ids (h, ref) SELECT value, ?1 FROM json_each(?2) "
-                    "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = value)")
+                    "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = value) "
+                    "AND NOT EXISTS (SELECT 1 FROM ids_mid WHERE h = value)")
 _INSERT_RECENT_JSON = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2) "
-                       "WHERE NOT EXISTS (SELECT 1 FROM ids WHERE h = value)")
+                       "WHERE NOT EXISTS (SELECT 1 FROM ids_mid WHERE h = value) "
+                       "AND NOT EXISTS (SELECT 1 FROM ids WHERE h = value)")
+# the same while ids_mid is empty (below _MID_FROM): a look in an empty table still cost ~0.05 us per event
+_INSERT_RECENT_JSON_IDS = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2) "
+                           "WHERE NOT EXISTS (SELECT 1 FROM ids WHERE h = value)")
+_MID_USED = "SELECT 1 FROM ids_mid LIMIT 1"
 _INSERT_IDS = ("INSERT OR IGNORE INTO ids (h, ref) SELECT ?1, ?2 "
-               "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = ?1)")
-_HOLDER = "SELECT ref FROM ids WHERE h = ?1 UNION ALL SELECT ref FROM ids_recent WHERE h = ?1"
-_MERGE = ("INSERT OR IGNORE INTO ids (h, ref) SELECT h, ref FROM ids_recent",  # disjoint: nothing is ignored
-          "DELETE FROM ids_recent")
+               "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = ?1) "
+               "AND NOT EXISTS (SELECT 1 FROM ids_mid WHERE h = ?1)")
+_HOLDER = ("SELECT ref FROM ids WHERE h = ?1 UNION ALL SELECT ref FROM ids_mid WHERE h = ?1 "
+           "UNION ALL SELECT ref FROM ids_recent WHERE h = ?1")
+# the tables are disjoint: nothing is ignored
+_MOVE = "INSERT OR IGNORE INTO {to} (h, ref) SELECT h, ref FROM {src}"
+_MOVE_RANGE = "INSERT OR IGNORE INTO ids (h, ref) SELECT h, ref FROM ids_mid WHERE h >= ?1 AND h < ?2"
+_DROP_RANGE = "DELETE FROM ids_mid WHERE h >= ?1 AND h < ?2"
 
-#: ``ids_recent`` is merged into ``ids`` once it holds this many keys.
+#: ``ids_recent`` is moved on once it holds this many keys.
 _MERGE_AT = 50_000
+#: Once ``ids`` holds this many keys, ``ids_recent`` moves into ``ids_mid`` (below, straight into ``ids``).
+#: PERF: a move of 50,000 random keys into ``ids`` rewrites most of its pages, so the writer's cost per event grew
+#: with what was stored: 5,000 per request went from 371,589 events/s for the first million stored to 160,295 for
+#: the sixth (bench_hub's client). A middle level moves each key once more, which costs more than it saves while
+#: ``ids`` is small.
+_MID_FROM = 1_000_000
+#: ``ids_mid`` moves into ``ids`` in slices of the key range, each holding about this many keys of ``ids`` (the
+#: pages one slice's transaction rewrites).
+_SLICE_ROWS = 1_000_000
 #: A transaction of fewer events than this inserts its keys into ``ids_recent``; a larger one would fill it at once.
 _RECENT_BELOW = _MERGE_AT
 
@@ -141,6 +168,23 @@ _RECENT_BELOW = _MERGE_AT
 _PAGE_SIZE = 16_384
 
 _U32 = "I" if array("I").itemsize == 4 else "L"
+
+
+def _mid_limit(ids_rows: int) -> int:
+    """How many keys ``ids_mid`` holds before it moves into ``ids`` of ``ids_rows`` keys.
+
+    Filling ``ids_mid`` up to m keys, each move of ``ids_recent`` rewrites about m/2 keys' worth of its pages, per
+    _MERGE_AT events; moving it into ``ids`` rewrites n keys' worth per m events: per event m / (2 * _MERGE_AT) +
+    n / m, least at m = sqrt(2 * _MERGE_AT * n)."""
+    return max(_MERGE_AT, isqrt(2 * _MERGE_AT * ids_rows))
+
+
+def _slices(ids_rows: int) -> List[Tuple[int, int]]:
+    """The key ranges in which ``ids_mid`` moves into ``ids`` of ``ids_rows`` keys: about ``_SLICE_ROWS`` keys of
+    ``ids`` each (the keys are uniform over ``[0, 2**_HASH_BITS)``)."""
+    n = max(1, -(-ids_rows // _SLICE_ROWS))
+    bounds = [(i << _HASH_BITS) // n for i in range(n + 1)]
+    return list(zip(bounds, bounds[1:]))
 
 
 def _id_keys(hashes: List[int]) -> str:
@@ -287,8 +331,11 @@ def _ensure_schema(conn: sqlite3.Connection) -> bool:
     if json1:
         conn.execute(_VIEW)
     conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('layout', ?)", (LAYOUT,))
-    if conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout' AND value = 2", (LAYOUT,)).rowcount:
-        log.info("storage layout 2 brought to %d (the ids_recent table added)", LAYOUT)
+    was = conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0]
+    if was in (2, 3) and conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout' AND value = ?",
+                                      (LAYOUT, was)).rowcount:
+        log.info("storage layout %d brought to %d (the %s added)", was, LAYOUT,
+                 "ids_recent and ids_mid tables" if was == 2 else "ids_mid table")
     layout = conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0]
     if layout != LAYOUT:
         raise sqlite3.DatabaseError(f"the database has storage layout {layout!r}, written by another version of "
@@ -341,12 +388,13 @@ def _convert_layout_1(conn: sqlite3.Connection, json1: bool) -> None:
 def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str], bodies: List[bytes],
                  tag: Optional[str], json1: bool = True,
                  hashed: Optional[Tuple[List[int], str]] = None,
-                 packed: Optional[Tuple[bytes, bytes]] = None, recent: bool = False) -> List[int]:
+                 packed: Optional[Tuple[bytes, bytes]] = None, recent: bool = False,
+                 mid: bool = True) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
     ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
     ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, and ``packed`` the chunk's ``body`` and
     ``ends`` (:func:`_pack`), when the caller has them already. ``recent``: the keys go to ``ids_recent`` (needs
-    JSON1)."""
+    JSON1); ``mid=False``: ``ids_mid`` is empty (the caller looked, in this transaction)."""
     body, ends = packed if packed is not None else _pack(bodies)
     rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid
     if tag is not None:
@@ -357,7 +405,8 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
         hashes = _impl.core.hub_id_hashes(key, cid, eids)
         keys = _id_keys(hashes) if json1 else ""
     if json1:
-        inserted = conn.execute(_INSERT_RECENT_JSON if recent else _INSERT_IDS_JSON, (rid, keys)).rowcount
+        stmt = (_INSERT_RECENT_JSON if mid else _INSERT_RECENT_JSON_IDS) if recent else _INSERT_IDS_JSON
+        inserted = conn.execute(stmt, (rid, keys)).rowcount
     else:
         rows = (((h >> _HASH_SHIFT) & _HASH_MASK, rid) for h in hashes)
         inserted = conn.executemany(_INSERT_IDS, rows).rowcount
@@ -509,9 +558,14 @@ class SQLiteStorage(Storage):
         self.checkpoints = 0
         #: checkpoints that copied the whole WAL with the writer held back, so that it rewinds (_checkpoint_loop)
         self.rewinds = 0
-        #: merges of ``ids_recent`` into ``ids``, and the keys this process put in ``ids_recent`` since the last
+        #: moves of ``ids_recent`` (into ``ids_mid`` or ``ids``) and of ``ids_mid`` slices into ``ids``; the keys
+        #: this process put in ``ids_recent`` since the last move, the keys of ``ids`` (counted at the first move,
+        #: then what this process moved there), and the key ranges of ``ids_mid`` left to move into ``ids``
         self.merges = 0
+        self.slices = 0
         self._recent_rows = 0
+        self._ids_rows: Optional[int] = None
+        self._slices: List[Tuple[int, int]] = []
         self._checkpointer: Optional[threading.Thread] = None
         self._checkpoint_wake = threading.Event()
         self._closed_event = threading.Event()  # set by close(): the checkpoint thread stops waiting
@@ -749,17 +803,26 @@ class SQLiteStorage(Storage):
                     pass
             if self._recent_rows >= _MERGE_AT:
                 self._merge()
+            elif self._slices:
+                self._move_slice()  # one slice between two groups: the requests queued meanwhile wait for one
 
     def _merge(self) -> None:
-        """Writer thread: move the keys of ``ids_recent`` into ``ids``, in one transaction (between two groups:
-        the requests of the last one are answered already). With ``--workers N`` each process counts only its
-        own inserts, so it may merge a table another process has just emptied (which costs little)."""
+        """Writer thread: move the keys of ``ids_recent`` into ``ids_mid`` (or, while ``ids`` holds fewer than
+        ``_MID_FROM`` keys, into ``ids``), in one transaction between two groups (the requests of the last one are
+        answered already); when ``ids_mid`` has grown past its limit, plan its move into ``ids``. With ``--workers
+        N`` each process counts only its own inserts and moves, so it may move a table another process has just
+        emptied (which costs little)."""
         conn: sqlite3.Connection = self._local.conn
         try:
             with self._writing():
                 conn.execute("BEGIN IMMEDIATE")
-                for stmt in _MERGE:
-                    conn.execute(stmt)
+                if self._ids_rows is None:
+                    self._ids_rows = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
+                ids_rows: int = self._ids_rows
+                to = "ids_mid" if ids_rows >= _MID_FROM else "ids"
+                moved = conn.execute(_MOVE.format(to=to, src="ids_recent")).rowcount
+                conn.execute("DELETE FROM ids_recent")
+                mid = conn.execute("SELECT count(*) FROM ids_mid").fetchone()[0]
                 conn.execute("COMMIT")
         except Exception as exc:  # the writer goes on draining: the keys stay in ids_recent, where they count
             _rollback_quietly(conn)
@@ -768,6 +831,32 @@ class SQLiteStorage(Storage):
             return
         self._recent_rows = 0
         self.merges += 1
+        if to == "ids":
+            ids_rows += moved
+            self._ids_rows = ids_rows
+        # ids_mid also moves when ids_recent no longer goes there (a file another process or an interrupted move
+        # left keys in)
+        if mid and not self._slices and (to == "ids" or mid >= _mid_limit(ids_rows)):
+            self._slices = _slices(ids_rows)
+        self._checkpoint_wake.set()
+
+    def _move_slice(self) -> None:
+        """Writer thread: move one key range of ``ids_mid`` into ``ids``, in one transaction between two groups."""
+        conn: sqlite3.Connection = self._local.conn
+        lo, hi = self._slices[0]
+        try:
+            with self._writing():
+                conn.execute("BEGIN IMMEDIATE")
+                moved = conn.execute(_MOVE_RANGE, (lo, hi)).rowcount
+                conn.execute(_DROP_RANGE, (lo, hi))
+                conn.execute("COMMIT")
+        except Exception as exc:  # the keys stay in ids_mid: tried again after the next group
+            _rollback_quietly(conn)
+            log.warning("moving ids into the index failed (tried again later): %s", exc)
+            return
+        del self._slices[0]
+        self._ids_rows = (self._ids_rows or 0) + moved
+        self.slices += 1
         self._checkpoint_wake.set()
 
     def _commit(self, group: List["_Write"]) -> None:
@@ -814,8 +903,9 @@ class SQLiteStorage(Storage):
         try:
             while True:
                 writes = self._live(writes)
+                mid = not recent or conn.execute(_MID_USED).fetchone() is not None
                 for w in writes:
-                    w.dups = self._insert(conn, w, recent)
+                    w.dups = self._insert(conn, w, recent, mid)
                 with self._lock:
                     if not any(w.withdrawn for w in writes):
                         for w in writes:  # past this point a cancelled handler waits for the outcome
@@ -855,7 +945,7 @@ class SQLiteStorage(Storage):
                 except Exception:  # the events are committed: a realtime failure must not fail the request
                     log.exception("realtime publish failed after commit (api %s)", w.api)
 
-    def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False) -> List[int]:
+    def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False, mid: bool = True) -> List[int]:
         """One request's chunks, inside the open transaction; returns the positions of its duplicates."""
         dups: List[int] = []
         offset = 0
@@ -865,7 +955,7 @@ class SQLiteStorage(Storage):
             hashed = pre[1] if pre is not None and pre[0] == cid else None  # hashed under the cid the loop saw
             packed = w.packed[g] if g < len(w.packed) else None
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
-                                                         self._json, hashed, packed, recent))
+                                                         self._json, hashed, packed, recent, mid))
             offset += len(eids)
         return dups
 
