@@ -546,6 +546,55 @@ def test_past_mid_from_ids_recent_moves_through_ids_mid_into_ids_in_slices(tmp_p
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_a_failed_move_leaves_every_key_where_it_still_counts(tmp_path, monkeypatch, caplog):
+    """A move of ``ids_recent`` or of an ``ids_mid`` slice that fails is rolled back and logged: the writer goes
+    on, every key stays in the table it was in (and a duplicate), and the move is tried again later."""
+    monkeypatch.setattr(storage, "_MERGE_AT", 100)
+    monkeypatch.setattr(storage, "_MID_FROM", 0)
+    monkeypatch.setattr(storage, "_SLICE_ROWS", 100)
+    good_move, good_range = storage._MOVE, storage._MOVE_RANGE
+    db = str(tmp_path / "f.db")
+
+    def counts() -> tuple:
+        with sqlite3.connect(db) as conn:
+            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                         for t in ("ids", "ids_mid", "ids_recent"))
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+
+        async def request(r: int) -> None:
+            assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
+            await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)  # the moves too
+
+        monkeypatch.setattr(storage, "_MOVE", "INSERT INTO no_such_table SELECT 1")
+        for r in range(4):
+            await request(r)
+        assert st.merges == 0 and counts() == (0, 0, 120)  # the failed move: all in ids_recent
+        monkeypatch.setattr(storage, "_MOVE", good_move)
+        monkeypatch.setattr(storage, "_MOVE_RANGE", "INSERT INTO no_such_table SELECT 1")
+        for r in range(4, 6):  # tried again after _MERGE_AT // 2 more keys: into ids_mid
+            await request(r)
+        assert st.merges == 1 and counts() == (0, 180, 0)
+        await request(6)  # then the slice into ids fails
+        assert st.slices == 0 and counts() == (0, 180, 30)
+        monkeypatch.setattr(storage, "_MOVE_RANGE", good_range)
+        for r in range(7, 11):  # the slice is planned again at the next move of ids_recent, then done
+            await request(r)
+        assert st.merges == 2 and st.slices == 1 and counts() == (300, 0, 30)
+        again = [f"r{r}-{i}" for r in range(11) for i in (0, 29)]
+        assert await put(st, again) == list(range(len(again)))
+        await st.close()
+
+    with caplog.at_level("WARNING", logger="eventpush.hub"):
+        asyncio.run(main())
+    assert "moving the recent ids into the index failed" in caplog.text
+    assert "moving ids into the index failed" in caplog.text
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):
     """SQLite sets the page size when it makes the file: a new database gets ``_PAGE_SIZE``; a file made with 4 KiB
     pages (as before) keeps them, and storing, duplicates and GET work the same in it."""

@@ -850,8 +850,9 @@ class SQLiteStorage(Storage):
                 moved = conn.execute(_MOVE_RANGE, (lo, hi)).rowcount
                 conn.execute(_DROP_RANGE, (lo, hi))
                 conn.execute("COMMIT")
-        except Exception as exc:  # the keys stay in ids_mid: tried again after the next group
+        except Exception as exc:  # the keys stay in ids_mid, where they count: planned again at the next _merge
             _rollback_quietly(conn)
+            self._slices = []
             log.warning("moving ids into the index failed (tried again later): %s", exc)
             return
         del self._slices[0]
