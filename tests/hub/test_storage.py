@@ -22,6 +22,23 @@ def put(st: SQLiteStorage, eids: list) -> "Awaitable[list]":
     return st.insert("connect", "p", [("c", eids, [b'{"id":"%s"}' % e.encode() for e in eids])])
 
 
+async def put_settled(st: SQLiteStorage, r: int) -> None:
+    """Store request ``r`` (30 new ids), then wait until the writer thread is done with it: the index moves run
+    after the reply."""
+    assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
+    await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)
+
+
+def index_counts(db: str) -> tuple:
+    """The keys in ``ids``, ``ids_mid`` and ``ids_recent``, and the distinct keys over the three."""
+    with sqlite3.connect(db) as conn:
+        counts = tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                       for t in ("ids", "ids_mid", "ids_recent"))
+        keys = conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
+                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0]
+    return counts + (keys,)
+
+
 @pytest.mark.parametrize("json_path", [True, False], ids=["json_each", "executemany"])
 def test_insert_duplicates_publish_and_close(tmp_path, json_path):
     db = str(tmp_path / "s.db")
@@ -404,10 +421,7 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
         rows = conn.execute("SELECT c.project, c.name, e.eid, e.body FROM events e JOIN collections c USING (cid) "
                             "ORDER BY e.seq").fetchall()
         collided = conn.execute("SELECT count(*) FROM ids_collided").fetchone()[0]
-        in_main, in_mid, in_recent = (conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                                      for t in ("ids", "ids_mid", "ids_recent"))
-        keys = conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
-                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0]
+    in_main, in_mid, in_recent, keys = index_counts(db)
     assert keys == in_main + in_mid + in_recent  # a key is in one of the three tables only
     assert (in_main > 0, in_mid > 0, in_recent > 0) == {
         "ids": (True, False, False), "ids_recent": (False, False, True), "both": (True, False, in_recent > 0),
@@ -476,8 +490,8 @@ def test_a_layout_2_or_3_database_gets_the_new_tables_and_keeps_its_duplicates(t
     assert f"storage layout {layout} brought to 4" in caplog.text
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
-        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ids", "ids_mid", "ids_recent")]
-        assert sum(counts) == 23 and counts[1] == 0 and counts[2] >= 3
+        counts = index_counts(db)
+        assert sum(counts[:3]) == 23 and counts[1] == 0 and counts[2] >= 3
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 23
 
 
@@ -515,19 +529,12 @@ def test_past_mid_from_ids_recent_moves_through_ids_mid_into_ids_in_slices(tmp_p
     db = str(tmp_path / "l.db")
     sizes = []
 
-    def counts() -> tuple:
-        with sqlite3.connect(db) as conn:
-            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                         for t in ("ids", "ids_mid", "ids_recent"))
-
     async def main() -> None:
         st = SQLiteStorage(db)
         await st.start()
         for r in range(19):
-            assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
-            # the moves run after the reply: wait until the writer thread is done with this request
-            await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)
-            sizes.append((st.merges, st.slices, counts()))
+            await put_settled(st, r)
+            sizes.append((st.merges, st.slices, index_counts(db)[:3]))
         # 4 requests fill ids_recent: moves 1 and 2 go into ids (120, then 240 keys: past _MID_FROM), moves 3 and 4
         # into ids_mid, which then holds 240 keys, past isqrt(2 * 100 * 240) = 219: three slices of ids's 240 keys
         assert sizes[3] == (1, 0, (120, 0, 0)) and sizes[7] == (2, 0, (240, 0, 0))
@@ -540,9 +547,8 @@ def test_past_mid_from_ids_recent_moves_through_ids_mid_into_ids_in_slices(tmp_p
         await st.close()
 
     asyncio.run(main())
+    assert index_counts(db)[3] == 19 * 30 + 1
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
-                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0] == 19 * 30 + 1
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -556,32 +562,26 @@ def test_a_failed_move_leaves_every_key_where_it_still_counts(tmp_path, monkeypa
     db = str(tmp_path / "f.db")
 
     def counts() -> tuple:
-        with sqlite3.connect(db) as conn:
-            return tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                         for t in ("ids", "ids_mid", "ids_recent"))
+        return index_counts(db)[:3]
 
     async def main() -> None:
         st = SQLiteStorage(db)
         await st.start()
 
-        async def request(r: int) -> None:
-            assert await put(st, [f"r{r}-{i}" for i in range(30)]) == []
-            await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)  # the moves too
-
         monkeypatch.setattr(storage, "_MOVE", "INSERT INTO no_such_table SELECT 1")
         for r in range(4):
-            await request(r)
+            await put_settled(st, r)
         assert st.merges == 0 and counts() == (0, 0, 120)  # the failed move: all in ids_recent
         monkeypatch.setattr(storage, "_MOVE", good_move)
         monkeypatch.setattr(storage, "_MOVE_RANGE", "INSERT INTO no_such_table SELECT 1")
         for r in range(4, 6):  # tried again after _MERGE_AT // 2 more keys: into ids_mid
-            await request(r)
+            await put_settled(st, r)
         assert st.merges == 1 and counts() == (0, 180, 0)
-        await request(6)  # then the slice into ids fails
+        await put_settled(st, 6)  # then the slice into ids fails
         assert st.slices == 0 and counts() == (0, 180, 30)
         monkeypatch.setattr(storage, "_MOVE_RANGE", good_range)
         for r in range(7, 11):  # the slice is planned again at the next move of ids_recent, then done
-            await request(r)
+            await put_settled(st, r)
         assert st.merges == 2 and st.slices == 1 and counts() == (300, 0, 30)
         again = [f"r{r}-{i}" for r in range(11) for i in (0, 29)]
         assert await put(st, again) == list(range(len(again)))
