@@ -142,7 +142,7 @@ _INSERT_IDS = ("INSERT OR IGNORE INTO ids (h, ref) SELECT ?1, ?2 "
 _HOLDER = ("SELECT ref FROM ids WHERE h = ?1 UNION ALL SELECT ref FROM ids_mid WHERE h = ?1 "
            "UNION ALL SELECT ref FROM ids_recent WHERE h = ?1")
 # the tables are disjoint: nothing is ignored
-_MOVE = "INSERT OR IGNORE INTO {to} (h, ref) SELECT h, ref FROM {src}"
+_MOVE = "INSERT OR IGNORE INTO {to} (h, ref) SELECT h, ref FROM ids_recent"
 _MOVE_RANGE = "INSERT OR IGNORE INTO ids (h, ref) SELECT h, ref FROM ids_mid WHERE h >= ?1 AND h < ?2"
 _DROP_RANGE = "DELETE FROM ids_mid WHERE h >= ?1 AND h < ?2"
 
@@ -820,7 +820,7 @@ class SQLiteStorage(Storage):
                     self._ids_rows = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
                 ids_rows: int = self._ids_rows
                 to = "ids_mid" if ids_rows >= _MID_FROM else "ids"
-                moved = conn.execute(_MOVE.format(to=to, src="ids_recent")).rowcount
+                moved = conn.execute(_MOVE.format(to=to)).rowcount
                 conn.execute("DELETE FROM ids_recent")
                 mid = conn.execute("SELECT count(*) FROM ids_mid").fetchone()[0]
                 conn.execute("COMMIT")
