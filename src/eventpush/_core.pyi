@@ -182,6 +182,31 @@ def hub_index_keys(hashes: List[int], shift: int, bits: int) -> str:
     non-int hash, ``OverflowError`` for a hash beyond 64 bits, ``ValueError`` unless ``shift`` and ``bits`` select
     1 to 63 bits of a 64-bit hash."""
 
+class HubKeyFilter:
+    """The keys the hub's writer put in its index (``hub_index_keys``), kept in memory so that a key it never
+    saw skips the look in SQLite: a split-block Bloom filter (each key sets one bit in each of the eight 64-bit
+    words of one 64-byte block), 16 bits per key, in a chain of tables, the first sized for ``first_capacity``
+    keys (a power of two, at least 32) and each next one for twice as many as the last, added when the last is
+    full. Never a false negative; about 0.1% false positives per table at capacity. The compiled class holds
+    the GIL through each call and the pure twin takes a lock: one thread may add while another splits."""
+
+    keys: int  # keys added (a key added twice counts twice)
+    def __init__(self, first_capacity: int = ...) -> None: ...
+    @property
+    def tables(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` may have been added (``False`` for anything but an int from 0 to 10**18 - 1)."""
+    def add(self, keys_json: str) -> int:
+        """Add the keys of ``keys_json``, a JSON array of ints from 0 to 10**18 - 1 as ``hub_index_keys`` and
+        SQLite's ``json_group_array`` write it; returns its last key, or -1 for ``"[]"``. ``ValueError`` for
+        anything else (the keys before the bad element may have been added: for a filter, more is safe)."""
+    def split(self, keys_json: str) -> Tuple[str, str]:
+        """``(new, maybe)``: the keys of ``keys_json`` (as for ``add``) that were surely never added and the
+        others, each a JSON array in the order given; ``(keys_json, "[]")``, the same str, when none may have
+        been. ``ValueError`` as for ``add``."""
+
 def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[Tuple[List[str], List[bytes]]]:
     """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict
     with a string ``id`` of 1–255 characters without NUL (unique in ``events``) and a ``timestamp`` for which

@@ -1743,6 +1743,193 @@ def hub_index_keys(hashes, shift, bits):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The hub's key filter: a split-block Bloom filter over its index keys (the pure twin has the same bits)
+
+cdef enum:
+    KF_FIRST_CAPACITY = 1 << 20  # keys the first table is sized for; each next one twice the last
+    KF_BITS_PER_KEY = 16         # at capacity: about 0.1% false positives per table
+
+
+cdef inline uint64_t _kf_mix(uint64_t x) noexcept nogil:
+    # splitmix64's finalizer
+    x ^= x >> 30
+    x *= <uint64_t>0xbf58476d1ce4e5b9ULL
+    x ^= x >> 27
+    x *= <uint64_t>0x94d049bb133111ebULL
+    x ^= x >> 31
+    return x
+
+
+cdef inline const char* _kf_key(const char* p, const char* end, uint64_t* key) except NULL:
+    """Read one key (decimal digits) at ``p``; returns the position after it."""
+    cdef const char* q = p
+    cdef uint64_t v = 0
+    while q < end and b'0' <= q[0] <= b'9':
+        if q - p >= 18:
+            raise ValueError("an index key must be an int from 0 to 10**18 - 1")
+        v = v * 10 + <uint64_t>(q[0] - 48)  # '0'
+        q += 1
+    if q == p:
+        raise ValueError("not a JSON array of index keys (non-negative ints)")
+    key[0] = v
+    return q
+
+
+cdef inline const char* _kf_open(const char* p, const char* end) except NULL:
+    if p == end or p[0] != b'[' or (end - 1)[0] != b']':
+        raise ValueError("not a JSON array of index keys (non-negative ints)")
+    return p + 1
+
+
+cdef inline const char* _kf_next(const char* p, const char* end) except NULL:
+    if p < end and p[0] == b',' and p + 1 < end and p[1] != b']':
+        return p + 1
+    if p < end and p[0] == b']' and p + 1 == end:
+        return p
+    raise ValueError("not a JSON array of index keys (non-negative ints)")
+
+
+cdef inline int _kf_close(const char* p, const char* end) except -1:
+    if p + 1 != end:
+        raise ValueError("not a JSON array of index keys (non-negative ints)")
+    return 0
+
+
+cdef class HubKeyFilter:
+    """The keys the hub's writer put in its index, for a look in memory before the look in SQLite: a key the
+    filter never saw is surely not there. A split-block Bloom filter (one 64-byte block per key, a bit in each
+    of its eight words); a chain of tables, each twice the size of the last, so that it grows without the keys
+    it holds. See ``_core.pyi``."""
+    cdef list _tables      # bytearrays of 8-word blocks
+    cdef list _capacity    # keys each table is sized for
+    cdef readonly long long keys
+    cdef long long _in_last  # keys added to the last table
+
+    def __init__(self, first_capacity=KF_FIRST_CAPACITY):
+        cdef long long cap = first_capacity
+        if cap < 32 or cap & (cap - 1):
+            raise ValueError("first_capacity must be a power of two, at least 32")
+        self._tables = []
+        self._capacity = []
+        self.keys = 0
+        self._grow(cap)
+
+    cdef int _grow(self, long long cap) except -1:
+        self._tables.append(bytearray(cap * KF_BITS_PER_KEY // 8))
+        self._capacity.append(cap)
+        self._in_last = 0
+        return 0
+
+    @property
+    def tables(self):
+        return len(self._tables)
+
+    @property
+    def nbytes(self):
+        return sum(len(t) for t in self._tables)
+
+    cdef int _maybe(self, uint64_t key) except -1:
+        cdef uint64_t m = _kf_mix(key)
+        cdef uint64_t bits = _kf_mix(m ^ <uint64_t>0x9e3779b97f4a7c15ULL)
+        cdef uint64_t* block
+        cdef uint64_t nblocks
+        cdef int i
+        cdef bytearray t
+        for t in self._tables:
+            nblocks = <uint64_t>len(t) >> 6
+            block = <uint64_t*>(<char*>t) + ((m & (nblocks - 1)) << 3)
+            for i in range(8):
+                if not (block[i] >> ((bits >> (6 * i)) & 63)) & 1:
+                    break
+            else:
+                return 1
+        return 0
+
+    cdef int _set(self, uint64_t key) except -1:
+        cdef uint64_t m = _kf_mix(key)
+        cdef uint64_t bits = _kf_mix(m ^ <uint64_t>0x9e3779b97f4a7c15ULL)
+        cdef bytearray t = self._tables[len(self._tables) - 1]
+        cdef uint64_t nblocks = <uint64_t>len(t) >> 6
+        cdef uint64_t* block = <uint64_t*>(<char*>t) + ((m & (nblocks - 1)) << 3)
+        cdef int i
+        for i in range(8):
+            block[i] |= <uint64_t>1 << ((bits >> (6 * i)) & 63)
+        return 0
+
+    def __contains__(self, key):
+        if not PyLong_CheckExact(key) or key < 0 or key >= 10 ** 18:
+            return False
+        return self._maybe(<uint64_t>key)
+
+    def add(self, keys_json):
+        """Add every key of ``keys_json`` (a JSON array of ints from 0 to 10**18 - 1, as ``hub_index_keys``
+        writes it); returns the last key, or -1 when there is none."""
+        cdef Py_ssize_t n
+        cdef const char* p
+        cdef const char* end
+        cdef uint64_t key
+        cdef long long last = -1
+        if not PyUnicode_CheckExact(keys_json):
+            raise TypeError("keys_json must be a str")
+        p = PyUnicode_AsUTF8AndSize(keys_json, &n)
+        end = p + n
+        p = _kf_open(p, end)
+        while p < end and p[0] != b']':
+            p = _kf_key(p, end, &key)
+            p = _kf_next(p, end)
+            if self._in_last >= <long long>self._capacity[len(self._capacity) - 1]:
+                self._grow(2 * <long long>self._capacity[len(self._capacity) - 1])
+            self._set(key)
+            self._in_last += 1
+            self.keys += 1
+            last = <long long>key
+        _kf_close(p, end)
+        return last
+
+    def split(self, keys_json):
+        """``(new, maybe)``: the keys of ``keys_json`` this filter surely never saw and the others, each a JSON
+        array in the order given; ``(keys_json, "[]")`` itself when it never saw any."""
+        cdef Py_ssize_t n
+        cdef const char* start
+        cdef const char* p
+        cdef const char* q
+        cdef const char* end
+        cdef uint64_t key
+        cdef _Buf new = None
+        cdef _Buf maybe = None
+        cdef _Buf out
+        if not PyUnicode_CheckExact(keys_json):
+            raise TypeError("keys_json must be a str")
+        start = PyUnicode_AsUTF8AndSize(keys_json, &n)
+        end = start + n
+        p = _kf_open(start, end)
+        while p < end and p[0] != b']':
+            q = _kf_key(p, end, &key)
+            if self._maybe(key):
+                if maybe is None:  # the keys before this one were all new
+                    maybe = _Buf()
+                    maybe.write_byte(b'[')
+                    new = _Buf()
+                    new.write(start, p - start)
+                    if new.len > 1:
+                        new.len -= 1  # the ',' before this key
+                out = maybe
+            else:
+                out = new
+            if out is not None:
+                if out.len > 1:
+                    out.write_byte(b',')
+                out.write(p, q - p)
+            p = _kf_next(q, end)
+        _kf_close(p, end)
+        if maybe is None:
+            return keys_json, "[]"
+        new.write_byte(b']')
+        maybe.write_byte(b']')
+        return _ascii(new.data, new.len), _ascii(maybe.data, maybe.len)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The hub's scan of a whole Connect batch body: the bulk path's result straight from the bytes, no objects built
 
 cdef enum:

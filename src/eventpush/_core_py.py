@@ -14,7 +14,9 @@ import math
 import os
 import re
 import sys
+import threading
 import time
+from array import array
 from datetime import date, datetime, timedelta
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -1291,6 +1293,104 @@ def hub_index_keys(hashes: List[int], shift: int, bits: int) -> str:
         keys.append((h >> shift) & mask)
     keys.sort()
     return orjson.dumps(keys).decode()
+
+
+_KF_FIRST_CAPACITY = 1 << 20
+_KF_BITS_PER_KEY = 16
+_KF_M64 = (1 << 64) - 1
+_KF_KEY_END = 10 ** 18
+_KF_BAD = "not a JSON array of index keys (non-negative ints)"
+
+
+def _kf_mix(x: int) -> int:
+    """splitmix64's finalizer."""
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & _KF_M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & _KF_M64
+    return x ^ (x >> 31)
+
+
+def _kf_keys(keys_json: str) -> List[int]:
+    if type(keys_json) is not str:
+        raise TypeError("keys_json must be a str")
+    try:
+        keys = orjson.loads(keys_json)
+    except orjson.JSONDecodeError:
+        raise ValueError(_KF_BAD) from None
+    if type(keys) is not list or any(type(k) is not int or k < 0 for k in keys):
+        raise ValueError(_KF_BAD)
+    if any(k >= _KF_KEY_END for k in keys):
+        raise ValueError("an index key must be an int from 0 to 10**18 - 1")
+    return keys
+
+
+class HubKeyFilter:
+    """The compiled core's ``HubKeyFilter`` (see ``_core.pyi``), bit for bit: a split-block Bloom filter over
+    the hub's index keys, in a chain of tables of 64-bit words, eight to a block."""
+
+    def __init__(self, first_capacity: int = _KF_FIRST_CAPACITY) -> None:
+        if first_capacity < 32 or first_capacity & (first_capacity - 1):
+            raise ValueError("first_capacity must be a power of two, at least 32")
+        self._tables: List[array] = []
+        self._capacity: List[int] = []
+        self.keys = 0
+        self._in_last = 0
+        self._lock = threading.Lock()  # the compiled class holds the GIL throughout each call
+        self._grow(first_capacity)
+
+    def _grow(self, capacity: int) -> None:
+        self._tables.append(array("Q", bytes(capacity * _KF_BITS_PER_KEY // 8)))
+        self._capacity.append(capacity)
+        self._in_last = 0
+
+    @property
+    def tables(self) -> int:
+        return len(self._tables)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(t) * 8 for t in self._tables)
+
+    def _maybe(self, key: int) -> bool:
+        m = _kf_mix(key)
+        bits = _kf_mix(m ^ 0x9E3779B97F4A7C15)
+        for t in self._tables:
+            base = (m & (len(t) // 8 - 1)) * 8
+            if all(t[base + i] >> ((bits >> (6 * i)) & 63) & 1 for i in range(8)):
+                return True
+        return False
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is not int or not 0 <= key < _KF_KEY_END:
+            return False
+        with self._lock:
+            return self._maybe(key)
+
+    def add(self, keys_json: str) -> int:
+        keys = _kf_keys(keys_json)
+        with self._lock:
+            for key in keys:
+                if self._in_last >= self._capacity[-1]:
+                    self._grow(2 * self._capacity[-1])
+                m = _kf_mix(key)
+                bits = _kf_mix(m ^ 0x9E3779B97F4A7C15)
+                t = self._tables[-1]
+                base = (m & (len(t) // 8 - 1)) * 8
+                for i in range(8):
+                    t[base + i] |= 1 << ((bits >> (6 * i)) & 63)
+                self._in_last += 1
+                self.keys += 1
+        return keys[-1] if keys else -1
+
+    def split(self, keys_json: str) -> Tuple[str, str]:
+        keys = _kf_keys(keys_json)
+        with self._lock:
+            maybe = [k for k in keys if self._maybe(k)]
+        if not maybe:
+            return keys_json, "[]"
+        held = set(maybe)
+        return orjson.dumps([k for k in keys if k not in held]).decode(), orjson.dumps(maybe).decode()
 
 
 def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:

@@ -186,6 +186,7 @@ def test_background_checkpoint_bounds_the_wal(tmp_path, monkeypatch, restart_byt
         await asyncio.sleep(0.3)
         assert st.checkpoints > 0
         assert st.rewinds > 0
+        assert st.key_filter == "on"  # this process's own checkpoints are no other writer (PRAGMA data_version)
         await st.close()
         assert not os.path.exists(db + "-wal") or os.stat(db + "-wal").st_size == 0
 
@@ -360,9 +361,10 @@ def test_a_cancelled_request_is_left_out_of_its_group(tmp_path):
     assert got == [("c", "hold"), ("c", "b"), ("d", "c"), ("c", "a1"), ("c", "e")]
 
 
+@pytest.mark.parametrize("keyfilter", ["on", "off"])
 @pytest.mark.parametrize("index", ["ids", "ids_recent", "both", "three"])
 @pytest.mark.parametrize("bits", [2, 64], ids=["4-hashes", "full-hash"])
-def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits, index):
+def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch, bits, index, keyfilter):
     """The ids index holds 64-bit hashes: a taken hash is a duplicate only when the stored event holding it has the
     same collection and id; another id with that hash (a collision) is still stored, once. With the hashes cut to
     2 bits nearly every insert collides; duplicates, GET and the events view must still be exactly those of a
@@ -370,8 +372,12 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
     ``index``: every transaction's keys go to ``ids``, or to ``ids_recent`` (never merged), or small transactions
     to ``ids_recent`` and larger ones to ``ids``, with ``ids_recent`` merged into ``ids`` every 25 keys, or
     (``three``) every transaction's keys to ``ids_recent``, moved into ``ids_mid`` every 25 keys, which moves into
-    ``ids`` in slices of the key range."""
+    ``ids`` in slices of the key range. ``keyfilter="off"``: every key is looked up in SQLite, as while the
+    filter loads or when another process writes."""
     from eventpush import _impl
+
+    if keyfilter == "off":
+        monkeypatch.setattr(SQLiteStorage, "_filter_complete", lambda self, conn: False)
 
     below, merge_at = {"ids": (0, 10 ** 9), "ids_recent": (10 ** 9, 10 ** 9), "both": (15, 25),
                        "three": (10 ** 9, 25)}[index]
@@ -406,6 +412,7 @@ def test_duplicates_are_exact_whatever_the_hashes_collide(tmp_path, monkeypatch,
                         stored.setdefault((project, coll), []).append('{"id":"%s","r":%d}' % (e, r))
                     pos += 1
             assert await st.insert("connect", project, groups) == want, r
+        assert st.key_filter == "on"  # (its splits unused with "off")
         for (project, coll), bodies in stored.items():
             assert await st.recent("connect", project, coll, 1000) == bodies[::-1]
             # paged, three at a time, through the cursor
@@ -593,6 +600,149 @@ def test_a_failed_move_leaves_every_key_where_it_still_counts(tmp_path, monkeypa
     assert "moving ids into the index failed" in caplog.text
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def writer_statements(st: SQLiteStorage) -> list:
+    """The SQL the writer thread runs from now on (its connection's trace)."""
+    statements: list = []
+    await asyncio.get_running_loop().run_in_executor(
+        st._writer, lambda: st._local.conn.set_trace_callback(statements.append))
+    return statements
+
+
+async def filter_loaded(st: SQLiteStorage) -> None:
+    for _ in range(500):
+        if st.key_filter != "loading":
+            break
+        await asyncio.sleep(0.01)
+    assert st.key_filter == "on"
+
+
+def test_the_key_filter_skips_the_index_for_new_ids_and_is_loaded_at_start(tmp_path, monkeypatch, caplog):
+    """New ids of a small transaction go into ``ids_recent`` without a look in ``ids`` or ``ids_mid`` (the filter
+    never saw them); an id it may have seen is looked up. Reopened, the hub loads the keys of all three tables
+    in the background (looking every id up meanwhile), and then finds every stored id a duplicate wherever its
+    key is, and skips the look for new ones again."""
+    monkeypatch.setattr(storage, "_MERGE_AT", 100)
+    monkeypatch.setattr(storage, "_MID_FROM", 150)
+    monkeypatch.setattr(storage, "_SLICE_ROWS", 100)
+    db = str(tmp_path / "k.db")
+    plain = "INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value"
+
+    def inserts(statements: list) -> list:
+        """For each insert into ids_recent: whether it looked in ids (or ids_mid)."""
+        return ["NOT EXISTS" in q for q in statements if q.startswith(plain)]
+
+    async def first() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert st.key_filter == "on"  # a new file: nothing to load
+        statements = await writer_statements(st)
+        for r in range(14):
+            await put_settled(st, r)
+        assert inserts(statements) == [False] * 14
+        statements.clear()
+        assert await put(st, ["r0-0", "new-a"]) == [0]  # r0-0 is in ids: looked up, new-a not
+        assert inserts(statements) == [False, True]
+        await st.close()
+
+    async def again(slow: bool) -> None:
+        tag = "slow" if slow else "fast"
+        st = SQLiteStorage(db)
+        if slow:  # the loader waits on each page: the writer looks every id up meanwhile
+            gate = threading.Event()
+            real = storage._KEYS_AFTER
+            monkeypatch.setattr(storage, "_KEYS_AFTER", real.replace("WHERE h > ?1", "WHERE wait() AND h > ?1"))
+            orig_connect = storage._connect
+
+            def connect(*a):
+                conn = orig_connect(*a)
+                conn.create_function("wait", 0, lambda: gate.wait(10))
+                return conn
+            monkeypatch.setattr(storage, "_connect", connect)
+        await st.start()
+        statements = await writer_statements(st)
+        if slow:
+            assert st.key_filter == "loading"
+            assert await put(st, ["r1-1", "new-b"]) == [0]
+            assert inserts(statements) == [True]  # every id looked up in SQLite
+            gate.set()
+        await filter_loaded(st)
+        statements.clear()
+        counts = index_counts(db)
+        assert all(counts[:3]), counts  # keys in ids, ids_mid and ids_recent
+        again = [f"r{r}-{i}" for r in range(14) for i in (0, 29)] + ["new-a", f"new-c-{tag}"]
+        assert await put(st, again) == list(range(len(again) - 1))
+        assert await put(st, [f"new-d-{tag}", f"new-e-{tag}"]) == []
+        assert inserts(statements)[-1] is False
+        await st.close()
+
+    asyncio.run(first())
+    with caplog.at_level("INFO", logger="eventpush.hub"):
+        asyncio.run(again(slow=False))
+    in_main, in_mid, in_recent, keys = index_counts(db)
+    assert in_main + in_mid + in_recent == keys  # a key the filter missed would be in two tables
+    assert "key filter loaded: 421 ids" in caplog.text
+    monkeypatch.setattr(storage, "_MERGE_AT", 10 ** 6)  # the third opening keeps every key where it is
+    asyncio.run(again(slow=True))
+    in_main, in_mid, in_recent, keys = index_counts(db)
+    assert keys == 14 * 30 + 1 + 3 + 4
+    assert in_main + in_mid + in_recent == keys  # a key the filter missed would be in two tables
+
+
+def test_another_writer_turns_the_key_filter_off(tmp_path, monkeypatch, caplog):
+    """With ``--workers N`` each process has its own filter, which misses what the others store: the first
+    transaction after another connection's commit (PRAGMA data_version) turns it off for good, so that an id the
+    other one put straight into ``ids`` is still found a duplicate."""
+    monkeypatch.setattr(storage, "_RECENT_BELOW", 50)
+    db = str(tmp_path / "two.db")
+
+    async def main() -> None:
+        a, b = SQLiteStorage(db), SQLiteStorage(db)
+        await a.start()
+        await b.start()
+        assert await put(a, ["a-1", "a-2"]) == []
+        assert a.key_filter == "on"
+        big = [f"b-{i}" for i in range(60)]  # a large transaction: its keys go into ids
+        assert await put(b, big) == []
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 60
+        assert await put(a, ["b-7", "a-3", "b-59", "a-1"]) == [0, 2, 3]
+        in_main, in_mid, in_recent, keys = index_counts(db)
+        assert (in_main, in_recent, keys) == (60, 3, 63)  # b-7 and b-59 were looked up: not in ids_recent too
+        assert a.key_filter == "off"
+        assert b.key_filter == "off"  # a wrote before b's first transaction
+        assert await put(a, ["b-8", "a-4"]) == [0]
+        await a.close()
+        await b.close()
+
+    with caplog.at_level("INFO", logger="eventpush.hub"):
+        asyncio.run(main())
+    assert caplog.text.count("the key filter is off") == 2
+    assert index_counts(db) == (60, 0, 4, 64)
+
+
+def test_a_key_filter_that_fails_to_load_leaves_every_look_to_sqlite(tmp_path, monkeypatch, caplog):
+    db = str(tmp_path / "fail.db")
+
+    async def main(broken: bool) -> None:
+        if broken:
+            monkeypatch.setattr(storage, "_KEYS_AFTER", "SELECT no_such_column FROM ids")
+        st = SQLiteStorage(db)
+        await st.start()
+        if broken:
+            await asyncio.get_running_loop().run_in_executor(None, st._filter_loader.join)
+            assert st.key_filter == "loading"  # never complete: never used
+            assert await put(st, ["x-1", "x-3"]) == [0]
+        else:
+            assert await put(st, ["x-1", "x-2"]) == []
+        await st.close()
+
+    asyncio.run(main(False))
+    with caplog.at_level("WARNING", logger="eventpush.hub"):
+        asyncio.run(main(True))
+    assert "loading the key filter failed" in caplog.text
+    assert index_counts(db)[3] == 3
 
 
 def test_a_new_file_gets_16_kib_pages_and_an_older_one_keeps_its_own(tmp_path, monkeypatch):

@@ -37,6 +37,13 @@ requests at 25,000 events) and the executemany path insert into ``ids`` (checkin
 the three tables, never in two. A new file gets 16 KiB pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL
 frames.
 
+Checking the other tables is a look-up of a random key in a large B-tree, which misses the CPU's caches, and it is
+what made the cost per event grow with what is stored. Each process keeps the keys it stored, and those the file
+held at start (loaded in the background), in a Bloom filter in memory (``HubKeyFilter`` of the core, 2 bytes per
+key): the keys it never saw, nearly all of a request of new ids, go into ``ids_recent`` without a look elsewhere.
+The filter misses what other connections store, so it serves only while no other one writes the file (``PRAGMA
+data_version``, in each transaction); with ``--workers N`` it is off and every key is looked up.
+
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
 the commit of its request returned. Group commit: the requests that queue up while a transaction runs go into the
@@ -56,18 +63,22 @@ import logging
 import sqlite3
 import sys
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from array import array
 from itertools import accumulate
 from math import isqrt
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import orjson
 
 from .. import _impl
 from ..errors import ClosedError
+
+if TYPE_CHECKING:  # the compiled class or its pure twin (_impl.core)
+    from .._core_py import HubKeyFilter
 
 __all__ = ["Storage", "SQLiteStorage", "SinkStorage", "init_db", "Group"]
 
@@ -136,6 +147,12 @@ _INSERT_RECENT_JSON = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, 
 _INSERT_RECENT_JSON_IDS = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2) "
                            "WHERE NOT EXISTS (SELECT 1 FROM ids WHERE h = value)")
 _MID_USED = "SELECT 1 FROM ids_mid LIMIT 1"
+# keys the in-memory filter never saw (SQLiteStorage._filter): in none of the three tables
+_INSERT_RECENT_NEW = "INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2)"
+# what loads the filter: a table's keys above ?1, a page at a time, as the JSON text HubKeyFilter.add reads
+_KEYS_AFTER = "SELECT json_group_array(h) FROM (SELECT h FROM {table} WHERE h > ?1 ORDER BY h LIMIT 65536)"
+_ANY_KEY = ("SELECT EXISTS (SELECT 1 FROM ids) OR EXISTS (SELECT 1 FROM ids_mid) "
+            "OR EXISTS (SELECT 1 FROM ids_recent)")
 _INSERT_IDS = ("INSERT OR IGNORE INTO ids (h, ref) SELECT ?1, ?2 "
                "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = ?1) "
                "AND NOT EXISTS (SELECT 1 FROM ids_mid WHERE h = ?1)")
@@ -389,12 +406,15 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
                  tag: Optional[str], json1: bool = True,
                  hashed: Optional[Tuple[List[int], str]] = None,
                  packed: Optional[Tuple[bytes, bytes]] = None, recent: bool = False,
-                 mid: bool = True) -> List[int]:
+                 mid: bool = True, keyfilter: Optional[HubKeyFilter] = None,
+                 split: bool = False) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
     ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
     ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, and ``packed`` the chunk's ``body`` and
     ``ends`` (:func:`_pack`), when the caller has them already. ``recent``: the keys go to ``ids_recent`` (needs
-    JSON1); ``mid=False``: ``ids_mid`` is empty (the caller looked, in this transaction)."""
+    JSON1); ``mid=False``: ``ids_mid`` is empty (the caller looked, in this transaction). ``keyfilter``: the
+    keys are added to it (needs JSON1); ``split`` (with ``recent``): the keys it never saw are inserted without a
+    look in the other tables, as they are in none (the caller checked that it is complete)."""
     body, ends = packed if packed is not None else _pack(bodies)
     rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid
     if tag is not None:
@@ -406,7 +426,15 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
         keys = _id_keys(hashes) if json1 else ""
     if json1:
         stmt = (_INSERT_RECENT_JSON if mid else _INSERT_RECENT_JSON_IDS) if recent else _INSERT_IDS_JSON
-        inserted = conn.execute(stmt, (rid, keys)).rowcount
+        if split and recent and keyfilter is not None:
+            new, maybe = keyfilter.split(keys)
+            inserted = conn.execute(_INSERT_RECENT_NEW, (rid, new)).rowcount if new != "[]" else 0
+            if maybe != "[]":
+                inserted += conn.execute(stmt, (rid, maybe)).rowcount
+        else:
+            inserted = conn.execute(stmt, (rid, keys)).rowcount
+        if keyfilter is not None:  # before the commit: a key of a transaction rolled back only costs a look
+            keyfilter.add(keys)
     else:
         rows = (((h >> _HASH_SHIFT) & _HASH_MASK, rid) for h in hashes)
         inserted = conn.executemany(_INSERT_IDS, rows).rowcount
@@ -574,6 +602,15 @@ class SQLiteStorage(Storage):
         self._writes_open = threading.Event()
         self._writes_open.set()
         self._turn = threading.Lock()
+        # Every key this process put in ids, ids_mid or ids_recent, and those the file held at start (loaded by
+        # _load_filter meanwhile): a key it never saw is in none of them (_store_chunk). It is complete only
+        # while no other connection writes the file (with --workers N, another process): the writer thread
+        # compares PRAGMA data_version with what it read at start in each transaction (_filter_complete) and
+        # drops the filter for good at the first difference.
+        self._filter: Optional[HubKeyFilter] = None
+        self._filter_loaded = False
+        self._data_version = 0
+        self._filter_loader: Optional[threading.Thread] = None
 
     def _open(self) -> None:
         conn = _connect(self.path, self.busy_timeout, self.synchronous)
@@ -593,6 +630,57 @@ class SQLiteStorage(Storage):
             self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="eventpush-hub-checkpoint",
                                                   daemon=True)
             self._checkpointer.start()
+            if self._filter is not None and not self._filter_loaded:
+                self._filter_loader = threading.Thread(target=self._load_filter, name="eventpush-hub-filter",
+                                                       daemon=True)
+                self._filter_loader.start()
+
+    @property
+    def key_filter(self) -> str:
+        """``"on"`` (new ids skip the look in the index), ``"loading"`` (the keys stored at start are being
+        read) or ``"off"`` (another connection writes the file, or SQLite lacks JSON1)."""
+        return "off" if self._filter is None else "on" if self._filter_loaded else "loading"
+
+    def _load_filter(self) -> None:
+        """Filter thread: add the keys the file held at start to the filter, in one read transaction (a move
+        between the tables meanwhile must not hide a key); the writer adds its own meanwhile."""
+        t0 = time.monotonic()
+        keyfilter = self._filter
+        if keyfilter is None:  # pragma: no cover - started only with one
+            return
+        try:
+            conn = _connect(self.path, self.busy_timeout, self.synchronous)
+        except sqlite3.Error as exc:  # pragma: no cover - the writer opened the same file a moment ago
+            log.warning("cannot open a connection to load the key filter (ids are looked up in SQLite): %s", exc)
+            return
+        try:
+            conn.execute("BEGIN")
+            for table in ("ids", "ids_mid", "ids_recent"):
+                last = -1
+                while True:
+                    if self._filter is None or self._closed:  # turned off (_filter_complete), or closing
+                        return
+                    last = keyfilter.add(conn.execute(_KEYS_AFTER.format(table=table), (last,)).fetchone()[0])
+                    if last < 0:
+                        break
+            self._filter_loaded = True
+            log.info("key filter loaded: %d ids in %.1f s (%d KiB)", keyfilter.keys, time.monotonic() - t0,
+                     keyfilter.nbytes >> 10)
+        except Exception as exc:
+            log.warning("loading the key filter failed (ids are looked up in SQLite): %s", exc)
+        finally:
+            _rollback_quietly(conn)
+            conn.close()
+
+    def _filter_complete(self, conn: sqlite3.Connection) -> bool:
+        """Writer thread, in a write transaction: whether the filter holds every key of the three tables."""
+        if self._filter is None:
+            return False
+        if conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+            self._filter = None
+            log.info("another connection writes %s: the key filter is off (ids are looked up in SQLite)", self.path)
+            return False
+        return self._filter_loaded
 
     def _checkpoint_loop(self) -> None:
         """Copy committed WAL frames into the database file in the background.
@@ -680,6 +768,11 @@ class SQLiteStorage(Storage):
             self._local.conn.execute(f"PRAGMA journal_size_limit = {_WAL_KEEP_BYTES}")
         self._key = _hash_key(self._local.conn)
         self._recent_rows = self._local.conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0]
+        if self._json:
+            # the version first: a write by another connection after it turns the filter off (_filter_complete)
+            self._data_version = self._local.conn.execute("PRAGMA data_version").fetchone()[0]
+            self._filter = _impl.core.HubKeyFilter()
+            self._filter_loaded = not self._local.conn.execute(_ANY_KEY).fetchone()[0]
         if not self._json:
             log.info("SQLite %s without JSON1: inserting with executemany", sqlite3.sqlite_version)
 
@@ -695,6 +788,8 @@ class SQLiteStorage(Storage):
             self._closed_event.set()
             self._checkpoint_wake.set()
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.join)
+        if self._filter_loader is not None:  # it stops at its next page of keys
+            await asyncio.get_running_loop().run_in_executor(None, self._filter_loader.join)
         for conn in self._conns:
             try:
                 conn.close()
@@ -905,8 +1000,9 @@ class SQLiteStorage(Storage):
             while True:
                 writes = self._live(writes)
                 mid = not recent or conn.execute(_MID_USED).fetchone() is not None
+                split = self._filter_complete(conn) and recent  # looks at the data version in every transaction
                 for w in writes:
-                    w.dups = self._insert(conn, w, recent, mid)
+                    w.dups = self._insert(conn, w, recent, mid, split)
                 with self._lock:
                     if not any(w.withdrawn for w in writes):
                         for w in writes:  # past this point a cancelled handler waits for the outcome
@@ -946,7 +1042,8 @@ class SQLiteStorage(Storage):
                 except Exception:  # the events are committed: a realtime failure must not fail the request
                     log.exception("realtime publish failed after commit (api %s)", w.api)
 
-    def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False, mid: bool = True) -> List[int]:
+    def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False, mid: bool = True,
+                split: bool = False) -> List[int]:
         """One request's chunks, inside the open transaction; returns the positions of its duplicates."""
         dups: List[int] = []
         offset = 0
@@ -956,7 +1053,8 @@ class SQLiteStorage(Storage):
             hashed = pre[1] if pre is not None and pre[0] == cid else None  # hashed under the cid the loop saw
             packed = w.packed[g] if g < len(w.packed) else None
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
-                                                         self._json, hashed, packed, recent, mid))
+                                                         self._json, hashed, packed, recent, mid,
+                                                         self._filter, split))
             offset += len(eids)
         return dups
 
