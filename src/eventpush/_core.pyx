@@ -1750,6 +1750,9 @@ cdef enum:
     KF_BITS_PER_KEY = 16         # at capacity: about 0.1% false positives per table
 
 
+_KF_BAD = "not a JSON array of index keys (non-negative ints)"
+
+
 cdef inline uint64_t _kf_mix(uint64_t x) noexcept nogil:
     # splitmix64's finalizer
     x ^= x >> 30
@@ -1758,6 +1761,16 @@ cdef inline uint64_t _kf_mix(uint64_t x) noexcept nogil:
     x *= <uint64_t>0x94d049bb133111ebULL
     x ^= x >> 31
     return x
+
+
+cdef inline uint64_t _kf_bits(uint64_t m) noexcept nogil:
+    """A key's bit in each word of its block (6 bits each), from its mix ``m`` (whose low bits pick the block)."""
+    return _kf_mix(m ^ <uint64_t>0x9e3779b97f4a7c15ULL)
+
+
+cdef inline uint64_t* _kf_block(bytearray t, uint64_t m):
+    """The block of table ``t`` (8-word blocks, a power of two of them) that the key of mix ``m`` sets."""
+    return <uint64_t*>(<char*>t) + ((m & ((<uint64_t>len(t) >> 6) - 1)) << 3)
 
 
 cdef inline const char* _kf_key(const char* p, const char* end, uint64_t* key) except NULL:
@@ -1770,15 +1783,22 @@ cdef inline const char* _kf_key(const char* p, const char* end, uint64_t* key) e
         v = v * 10 + <uint64_t>(q[0] - 48)  # '0'
         q += 1
     if q == p:
-        raise ValueError("not a JSON array of index keys (non-negative ints)")
+        raise ValueError(_KF_BAD)
     key[0] = v
     return q
 
 
-cdef inline const char* _kf_open(const char* p, const char* end) except NULL:
-    if p == end or p[0] != b'[' or (end - 1)[0] != b']':
-        raise ValueError("not a JSON array of index keys (non-negative ints)")
-    return p + 1
+cdef inline const char* _kf_open(object keys_json, const char** end) except NULL:
+    """The UTF-8 text of ``keys_json`` (cached in the str) at its '['; ``end`` past its last byte, a ']'."""
+    cdef Py_ssize_t n
+    cdef const char* p
+    if not PyUnicode_CheckExact(keys_json):
+        raise TypeError("keys_json must be a str")
+    p = PyUnicode_AsUTF8AndSize(keys_json, &n)
+    end[0] = p + n
+    if n == 0 or p[0] != b'[' or p[n - 1] != b']':
+        raise ValueError(_KF_BAD)
+    return p
 
 
 cdef inline const char* _kf_next(const char* p, const char* end) except NULL:
@@ -1786,12 +1806,12 @@ cdef inline const char* _kf_next(const char* p, const char* end) except NULL:
         return p + 1
     if p < end and p[0] == b']' and p + 1 == end:
         return p
-    raise ValueError("not a JSON array of index keys (non-negative ints)")
+    raise ValueError(_KF_BAD)
 
 
 cdef inline int _kf_close(const char* p, const char* end) except -1:
     if p + 1 != end:
-        raise ValueError("not a JSON array of index keys (non-negative ints)")
+        raise ValueError(_KF_BAD)
     return 0
 
 
@@ -1830,14 +1850,12 @@ cdef class HubKeyFilter:
 
     cdef int _maybe(self, uint64_t key) except -1:
         cdef uint64_t m = _kf_mix(key)
-        cdef uint64_t bits = _kf_mix(m ^ <uint64_t>0x9e3779b97f4a7c15ULL)
+        cdef uint64_t bits = _kf_bits(m)
         cdef uint64_t* block
-        cdef uint64_t nblocks
         cdef int i
         cdef bytearray t
         for t in self._tables:
-            nblocks = <uint64_t>len(t) >> 6
-            block = <uint64_t*>(<char*>t) + ((m & (nblocks - 1)) << 3)
+            block = _kf_block(t, m)
             for i in range(8):
                 if not (block[i] >> ((bits >> (6 * i)) & 63)) & 1:
                     break
@@ -1847,10 +1865,8 @@ cdef class HubKeyFilter:
 
     cdef int _set(self, uint64_t key) except -1:
         cdef uint64_t m = _kf_mix(key)
-        cdef uint64_t bits = _kf_mix(m ^ <uint64_t>0x9e3779b97f4a7c15ULL)
-        cdef bytearray t = self._tables[len(self._tables) - 1]
-        cdef uint64_t nblocks = <uint64_t>len(t) >> 6
-        cdef uint64_t* block = <uint64_t*>(<char*>t) + ((m & (nblocks - 1)) << 3)
+        cdef uint64_t bits = _kf_bits(m)
+        cdef uint64_t* block = _kf_block(self._tables[len(self._tables) - 1], m)
         cdef int i
         for i in range(8):
             block[i] |= <uint64_t>1 << ((bits >> (6 * i)) & 63)
@@ -1864,16 +1880,10 @@ cdef class HubKeyFilter:
     def add(self, keys_json):
         """Add every key of ``keys_json`` (a JSON array of ints from 0 to 10**18 - 1, as ``hub_index_keys``
         writes it); returns the last key, or -1 when there is none."""
-        cdef Py_ssize_t n
-        cdef const char* p
         cdef const char* end
+        cdef const char* p = _kf_open(keys_json, &end) + 1
         cdef uint64_t key
         cdef long long last = -1
-        if not PyUnicode_CheckExact(keys_json):
-            raise TypeError("keys_json must be a str")
-        p = PyUnicode_AsUTF8AndSize(keys_json, &n)
-        end = p + n
-        p = _kf_open(p, end)
         while p < end and p[0] != b']':
             p = _kf_key(p, end, &key)
             p = _kf_next(p, end)
@@ -1889,20 +1899,14 @@ cdef class HubKeyFilter:
     def split(self, keys_json):
         """``(new, maybe)``: the keys of ``keys_json`` this filter surely never saw and the others, each a JSON
         array in the order given; ``(keys_json, "[]")`` itself when it never saw any."""
-        cdef Py_ssize_t n
-        cdef const char* start
-        cdef const char* p
-        cdef const char* q
         cdef const char* end
+        cdef const char* start = _kf_open(keys_json, &end)
+        cdef const char* p = start + 1
+        cdef const char* q
         cdef uint64_t key
         cdef _Buf new = None
         cdef _Buf maybe = None
         cdef _Buf out
-        if not PyUnicode_CheckExact(keys_json):
-            raise TypeError("keys_json must be a str")
-        start = PyUnicode_AsUTF8AndSize(keys_json, &n)
-        end = start + n
-        p = _kf_open(start, end)
         while p < end and p[0] != b']':
             q = _kf_key(p, end, &key)
             if self._maybe(key):

@@ -1311,6 +1311,17 @@ def _kf_mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
+def _kf_hash(key: int) -> Tuple[int, int]:
+    """A key's mix (whose low bits pick its block) and its bit in each word of the block (6 bits each)."""
+    m = _kf_mix(key)
+    return m, _kf_mix(m ^ 0x9E3779B97F4A7C15)
+
+
+def _kf_base(t: array, m: int) -> int:
+    """The first word of the block of table ``t`` (8-word blocks, a power of two of them) for mix ``m``."""
+    return (m & (len(t) // 8 - 1)) * 8
+
+
 def _kf_keys(keys_json: str) -> List[int]:
     if type(keys_json) is not str:
         raise TypeError("keys_json must be a str")
@@ -1353,10 +1364,9 @@ class HubKeyFilter:
         return sum(len(t) * 8 for t in self._tables)
 
     def _maybe(self, key: int) -> bool:
-        m = _kf_mix(key)
-        bits = _kf_mix(m ^ 0x9E3779B97F4A7C15)
+        m, bits = _kf_hash(key)
         for t in self._tables:
-            base = (m & (len(t) // 8 - 1)) * 8
+            base = _kf_base(t, m)
             if all(t[base + i] >> ((bits >> (6 * i)) & 63) & 1 for i in range(8)):
                 return True
         return False
@@ -1373,10 +1383,9 @@ class HubKeyFilter:
             for key in keys:
                 if self._in_last >= self._capacity[-1]:
                     self._grow(2 * self._capacity[-1])
-                m = _kf_mix(key)
-                bits = _kf_mix(m ^ 0x9E3779B97F4A7C15)
+                m, bits = _kf_hash(key)
                 t = self._tables[-1]
-                base = (m & (len(t) // 8 - 1)) * 8
+                base = _kf_base(t, m)
                 for i in range(8):
                     t[base + i] |= 1 << ((bits >> (6 * i)) & 63)
                 self._in_last += 1
