@@ -29,14 +29,25 @@ async def put_settled(st: SQLiteStorage, r: int) -> None:
     await asyncio.get_running_loop().run_in_executor(st._writer, lambda: None)
 
 
+_LOG_KEYS = "SELECT j.value FROM ids_log l, json_each(l.keys) j"
+
+
 def index_counts(db: str) -> tuple:
-    """The keys in ``ids``, ``ids_mid`` and ``ids_recent``, and the distinct keys over the three."""
+    """The keys in ``ids``, ``ids_mid`` and the recent level (``ids_recent`` and ``ids_log``), and the distinct keys
+    over them all."""
     with sqlite3.connect(db) as conn:
-        counts = tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                       for t in ("ids", "ids_mid", "ids_recent"))
+        counts = tuple(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("ids", "ids_mid"))
+        recent = sum(log_counts(db))
         keys = conn.execute("SELECT count(DISTINCT h) FROM (SELECT h FROM ids UNION ALL SELECT h FROM ids_mid "
-                            "UNION ALL SELECT h FROM ids_recent)").fetchone()[0]
-    return counts + (keys,)
+                            f"UNION ALL SELECT h FROM ids_recent UNION ALL {_LOG_KEYS})").fetchone()[0]
+    return counts + (recent, keys)
+
+
+def log_counts(db: str) -> tuple:
+    """The keys in ``ids_recent`` and in ``ids_log``."""
+    with sqlite3.connect(db) as conn:
+        return (conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0],
+                conn.execute(f"SELECT count(*) FROM ({_LOG_KEYS})").fetchone()[0])
 
 
 @pytest.mark.parametrize("json_path", [True, False], ids=["json_each", "executemany"])
@@ -294,9 +305,9 @@ def test_a_layout_1_database_is_converted_once(tmp_path, caplog):
         assert [r[1:] for r in rows if r[0] == 2] == [(f"{b}/{i}", '{"b":"%s","i":%d}' % (b, i))
                                                       for b in ("B1", "B2") for i in range(3)]
         assert conn.execute("SELECT count(*) FROM chunks WHERE cid = 1").fetchone()[0] == 3  # 5,000 + 2,000 + 1
-        # the converted keys in ids, the later request's (a small transaction) in ids_recent
+        # the converted keys in ids, the later request's (a small transaction) in the recent level
         assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 7001
-        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 1
+        assert sum(log_counts(db)) == 1
         assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'events_%'").fetchone()[0] == 0
         plan = " ".join(r[-1] for r in conn.execute(
             "EXPLAIN QUERY PLAN SELECT body FROM chunks WHERE cid = ? ORDER BY rid DESC", (1,)))
@@ -445,25 +456,26 @@ def test_a_database_of_another_layout_is_refused(tmp_path):
     db = str(tmp_path / "new.db")
     storage.init_db(db)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE hub_meta SET value = 5 WHERE name = 'layout'")
-    with pytest.raises(sqlite3.DatabaseError, match="storage layout 5"):
+        conn.execute("UPDATE hub_meta SET value = 6 WHERE name = 'layout'")
+    with pytest.raises(sqlite3.DatabaseError, match="storage layout 6"):
         storage.init_db(db)
 
     async def main() -> None:
         st = SQLiteStorage(db)
-        with pytest.raises(sqlite3.DatabaseError, match="storage layout 5"):
+        with pytest.raises(sqlite3.DatabaseError, match="storage layout 6"):
             await st.start()
         await st.close()
 
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 5
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 6
 
 
-@pytest.mark.parametrize("layout", [2, 3])
-def test_a_layout_2_or_3_database_gets_the_new_tables_and_keeps_its_duplicates(tmp_path, caplog, layout):
-    """Layout 2 had no ``ids_recent`` and layout 3 no ``ids_mid``: such a file is brought to layout 4 by adding the
-    (empty) tables, and the ids it holds are still duplicates; new keys go to one table, never two."""
+@pytest.mark.parametrize("layout", [2, 3, 4])
+def test_a_layout_2_3_or_4_database_gets_the_new_tables_and_keeps_its_duplicates(tmp_path, caplog, layout):
+    """Layout 2 had no ``ids_recent``, layout 3 no ``ids_mid`` and layout 4 no ``ids_log``: such a file is brought
+    to layout 5 by adding the (empty) tables, and the ids it holds are still duplicates; new keys go to one table,
+    never two."""
     db = str(tmp_path / "old.db")
 
     async def first() -> None:
@@ -473,13 +485,16 @@ def test_a_layout_2_or_3_database_gets_the_new_tables_and_keeps_its_duplicates(t
         await st.close()
 
     asyncio.run(first())
-    with sqlite3.connect(db) as conn:  # what layout 2 was: its keys in ids; layout 3: in ids and ids_recent
-        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 20
+    assert log_counts(db) == (0, 20)  # a new file, the filter complete: the keys went into the log
+    with sqlite3.connect(db) as conn:  # what layout 2 was: its keys in ids; layouts 3 and 4: in ids and ids_recent
+        conn.execute("INSERT INTO ids_recent (h, ref) " + _LOG_KEYS.replace("j.value", "j.value, l.ref"))
+        conn.execute("DROP TABLE ids_log")
         conn.execute("INSERT INTO ids SELECT h, ref FROM ids_recent WHERE h % 2 = 1 OR ?", (layout == 2,))
         conn.execute("DELETE FROM ids_recent WHERE h IN (SELECT h FROM ids)")
         in_ids = conn.execute("SELECT count(*) FROM ids").fetchone()[0]
         assert in_ids == 20 if layout == 2 else 0 < in_ids < 20  # layout 3: in both tables (odd keys in ids)
-        conn.execute("DROP TABLE ids_mid")
+        if layout < 4:
+            conn.execute("DROP TABLE ids_mid")
         if layout == 2:
             conn.execute("DROP TABLE ids_recent")
         conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout'", (layout,))
@@ -494,9 +509,9 @@ def test_a_layout_2_or_3_database_gets_the_new_tables_and_keeps_its_duplicates(t
 
     with caplog.at_level("INFO", logger="eventpush.hub"):
         asyncio.run(second())
-    assert f"storage layout {layout} brought to 4" in caplog.text
+    assert f"storage layout {layout} brought to 5" in caplog.text
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 4
+        assert conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0] == 5
         counts = index_counts(db)
         assert sum(counts[:3]) == 23 and counts[1] == 0 and counts[2] >= 3
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 23
@@ -523,7 +538,7 @@ def test_ids_recent_is_merged_into_ids(tmp_path, monkeypatch):
     asyncio.run(main())
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 120 + storage._RECENT_BELOW
-        assert conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0] == 61
+    assert sum(log_counts(db)) == 61
 
 
 def test_past_mid_from_ids_recent_moves_through_ids_mid_into_ids_in_slices(tmp_path, monkeypatch):
@@ -619,10 +634,10 @@ async def filter_loaded(st: SQLiteStorage) -> None:
 
 
 def test_the_key_filter_skips_the_index_for_new_ids_and_is_loaded_at_start(tmp_path, monkeypatch, caplog):
-    """New ids of a small transaction go into ``ids_recent`` without a look in ``ids`` or ``ids_mid`` (the filter
-    never saw them); an id it may have seen is looked up. Reopened, the hub loads the keys of all three tables
-    in the background (looking every id up meanwhile), and then finds every stored id a duplicate wherever its
-    key is, and skips the look for new ones again."""
+    """New ids of a small transaction go into ``ids_log`` without a look in ``ids``, ``ids_mid`` or ``ids_recent``
+    (the filter never saw them); an id it may have seen is looked up. Reopened, the hub loads the keys of all four
+    tables in the background (looking every id up meanwhile, the log moved into ``ids_recent``), and then finds
+    every stored id a duplicate wherever its key is, and skips the look for new ones again."""
     monkeypatch.setattr(storage, "_MERGE_AT", 100)
     monkeypatch.setattr(storage, "_MID_FROM", 150)
     monkeypatch.setattr(storage, "_SLICE_ROWS", 100)
@@ -630,8 +645,8 @@ def test_the_key_filter_skips_the_index_for_new_ids_and_is_loaded_at_start(tmp_p
     plain = "INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value"
 
     def inserts(statements: list) -> list:
-        """For each insert into ids_recent: whether it looked in ids (or ids_mid)."""
-        return ["NOT EXISTS" in q for q in statements if q.startswith(plain)]
+        """For each insert of keys: whether it looked in ids (or ids_mid); one into ids_log looks nowhere."""
+        return ["NOT EXISTS" in q for q in statements if q.startswith((plain, "INSERT INTO ids_log "))]
 
     async def first() -> None:
         st = SQLiteStorage(db)
@@ -690,6 +705,69 @@ def test_the_key_filter_skips_the_index_for_new_ids_and_is_loaded_at_start(tmp_p
     assert in_main + in_mid + in_recent == keys  # a key the filter missed would be in two tables
 
 
+def test_new_ids_go_into_the_log_and_stay_duplicates_after_a_restart(tmp_path):
+    """With the filter complete, a request's new ids go into ``ids_log`` as one row per chunk (an id twice in it
+    once), the process keeping them in memory: a later id of the log is a duplicate, also within one request.
+    Reopened (as after a crash: the log is what the file holds), the hub moves the log into ``ids_recent`` before
+    its first use, and every id is still a duplicate."""
+    db = str(tmp_path / "log.db")
+
+    async def first() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await put(st, ["a", "b", "a", "c"]) == [2]
+        assert await put(st, ["d", "b", "e", "d"]) == [1, 3]
+        assert log_counts(db) == (0, 5)
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT ref, keys FROM ids_log ORDER BY ref").fetchall()
+        assert [len(orjson.loads(k)) for _, k in rows] == [3, 2]  # per chunk, each key once
+        assert sorted(st._keylog) == sorted(k for _, keys in rows for k in orjson.loads(keys))
+        await st.close()
+
+    async def again() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        await filter_loaded(st)
+        assert await put(st, ["e", "f", "a", "f"]) == [0, 2, 3]
+        assert log_counts(db) == (5, 1)  # the old log moved into ids_recent, the new id logged
+        assert await put(st, ["f", "c", "g"]) == [0, 1]
+        await st.close()
+
+    asyncio.run(first())
+    asyncio.run(again())
+    in_main, in_mid, in_recent, keys = index_counts(db)
+    assert (in_main, in_mid, in_recent, keys) == (0, 0, 7, 7)
+
+
+def test_a_rolled_back_transaction_takes_its_keys_out_of_the_log_in_memory(tmp_path, monkeypatch):
+    """A transaction that fails after it logged keys is rolled back: the keys the process keeps in memory for the
+    log go with it, so that the ids are new when sent again (no holder that was never committed)."""
+    db = str(tmp_path / "rb.db")
+    real = storage._store_chunk
+
+    def failing(conn, key, cid, eids, *a, **k):
+        dups = real(conn, key, cid, eids, *a, **k)
+        if "boom" in eids:
+            raise sqlite3.OperationalError("disk I/O error (a test)")
+        return dups
+
+    async def main() -> None:
+        st = SQLiteStorage(db)
+        await st.start()
+        assert await put(st, ["a"]) == []
+        monkeypatch.setattr(storage, "_store_chunk", failing)
+        with pytest.raises(sqlite3.OperationalError, match="a test"):
+            await put(st, ["x", "y", "boom"])
+        assert list(st._keylog) == []  # cleared with the rollback: the log is moved before its next use
+        monkeypatch.setattr(storage, "_store_chunk", real)
+        assert await put(st, ["y", "x", "a", "boom", "x"]) == [2, 4]
+        assert await st.recent("connect", "p", "c", 10) == ['{"id":"boom"}', '{"id":"x"}', '{"id":"y"}', '{"id":"a"}']
+        await st.close()
+
+    asyncio.run(main())
+    assert index_counts(db)[2:] == (4, 4)
+
+
 def test_another_writer_turns_the_key_filter_off(tmp_path, monkeypatch, caplog):
     """With ``--workers N`` each process has its own filter, which misses what the others store: the first
     transaction after another connection's commit (PRAGMA data_version) turns it off for good, so that an id the
@@ -703,10 +781,12 @@ def test_another_writer_turns_the_key_filter_off(tmp_path, monkeypatch, caplog):
         await b.start()
         assert await put(a, ["a-1", "a-2"]) == []
         assert a.key_filter == "on"
+        assert log_counts(db) == (0, 2)  # a's keys in the log, which b does not hold in memory
         big = [f"b-{i}" for i in range(60)]  # a large transaction: its keys go into ids
         assert await put(b, big) == []
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(*) FROM ids").fetchone()[0] == 60
+        assert log_counts(db) == (2, 0)  # b moved the log into ids_recent first, where it looked them up
         assert await put(a, ["b-7", "a-3", "b-59", "a-1"]) == [0, 2, 3]
         in_main, in_mid, in_recent, keys = index_counts(db)
         assert (in_main, in_recent, keys) == (60, 3, 63)  # b-7 and b-59 were looked up: not in ids_recent too

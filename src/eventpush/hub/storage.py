@@ -8,6 +8,7 @@ Schema (one file, shared by every worker process)::
     ids(h INTEGER PRIMARY KEY, ref INTEGER)            -- duplicate detection: a row per stored Connect event
     ids_mid(h INTEGER PRIMARY KEY, ref INTEGER)        -- the same, for keys on their way into ids
     ids_recent(h INTEGER PRIMARY KEY, ref INTEGER)     -- the same, for the keys of the latest transactions
+    ids_log(ref INTEGER PRIMARY KEY, keys TEXT)        -- the same, a row per chunk: its keys as a JSON array
     ids_collided(cid, eid TEXT, PRIMARY KEY (cid, eid)) WITHOUT ROWID   -- ids whose hash another id holds
     hub_meta(name TEXT PRIMARY KEY, value)             -- the id hash key, the layout version
     VIEW events(seq, cid, eid, body)                   -- one row per stored event, for people reading the file
@@ -34,15 +35,20 @@ of ``ids``), the size at which the two moves rewrite as many bytes per event, ea
 at a time (``_SLICE_ROWS``) so that no transaction rewrites all of a large ``ids`` (an LSM tree of three levels).
 Only a transaction of 50,000 keys or more (which would fill ``ids_recent`` at once; a group commit stops taking
 requests at 25,000 events) and the executemany path insert into ``ids`` (checking the others). A key is in one of
-the three tables, never in two. A new file gets 16 KiB pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL
+the four tables, never in two. A new file gets 16 KiB pages (``_PAGE_SIZE``): a commit writes fewer, fuller WAL
 frames.
 
 Checking the other tables is a look-up of a random key in a large B-tree, which misses the CPU's caches, and it is
 what made the cost per event grow with what is stored. Each process keeps the keys it stored, and those the file
 held at start (loaded in the background), in a Bloom filter in memory (``HubKeyFilter`` of the core, 2 bytes per
-key): the keys it never saw, nearly all of a request of new ids, go into ``ids_recent`` without a look elsewhere.
-The filter misses what other connections store, so it serves only while no other one writes the file (``PRAGMA
-data_version``, in each transaction); with ``--workers N`` it is off and every key is looked up.
+key): the keys it never saw, nearly all of a request of new ids, are in none of the tables. They go into the
+append-only ``ids_log``, one row per chunk, which a commit writes as a page or two at the end of the table, where
+an insert into ``ids_recent`` rewrote most of its pages (~650 bytes of WAL per event at 500 events per request):
+the process keeps the log's keys in memory too (a dict, key → rid, while it writes the log itself), for the few
+keys the filter may have seen, and moves the log on with ``ids_recent``, every 50,000 keys. The filter misses what
+other connections store, so it serves only while no other one writes the file (``PRAGMA data_version``, in each
+transaction); with ``--workers N`` it is off and every key is looked up. A transaction without the filter, or
+without the log in memory (after a restart or a rollback), first moves the log into ``ids_recent``.
 
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
@@ -53,7 +59,8 @@ fails it is rolled back and its requests are committed one by one, so only the f
 (``busy_timeout``) instead of failing half-way. Barchart events are stored under api ``"barchart"``, collection
 ``"events"``, with ``tag`` the request's batch id: their ids, ``"{batch}/{sequence}"``, are unique by construction
 (a fresh uuid4 per request), so they take no ``ids`` rows. A database of layout 1 (one ``events`` row per event)
-is converted once, at start; one of layout 2 (no ``ids_recent``) or 3 (no ``ids_mid``) gains the empty tables.
+is converted once, at start; one of layout 2 (no ``ids_recent``), 3 (no ``ids_mid``) or 4 (no ``ids_log``) gains
+the empty tables.
 """
 
 from __future__ import annotations
@@ -90,8 +97,8 @@ Group = Tuple[str, List[str], List[bytes]]
 Publish = Callable[[str, str, bytes], None]  # (api, collection, body)
 
 #: The storage layout this version writes (``hub_meta``); 1 was one ``events`` row per event, 2 had no
-#: ``ids_recent`` and 3 no ``ids_mid`` (a file of layout 2 or 3 is brought to 4 by adding them).
-LAYOUT = 4
+#: ``ids_recent``, 3 no ``ids_mid`` and 4 no ``ids_log`` (a file of layout 2, 3 or 4 is brought to 5 by adding them).
+LAYOUT = 5
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS collections (cid INTEGER PRIMARY KEY, api TEXT NOT NULL, project TEXT NOT NULL, "
@@ -103,6 +110,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ids (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ids_recent (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ids_mid (h INTEGER PRIMARY KEY, ref INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS ids_log (ref INTEGER PRIMARY KEY, keys TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS ids_collided (cid INTEGER NOT NULL, eid TEXT NOT NULL, PRIMARY KEY (cid, eid)) "
     "WITHOUT ROWID",
 )
@@ -147,12 +155,19 @@ _INSERT_RECENT_JSON = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, 
 _INSERT_RECENT_JSON_IDS = ("INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2) "
                            "WHERE NOT EXISTS (SELECT 1 FROM ids WHERE h = value)")
 _MID_USED = "SELECT 1 FROM ids_mid LIMIT 1"
-# keys the in-memory filter never saw (SQLiteStorage._filter): in none of the three tables
-_INSERT_RECENT_NEW = "INSERT OR IGNORE INTO ids_recent (h, ref) SELECT value, ?1 FROM json_each(?2)"
+# keys the in-memory filter never saw (SQLiteStorage._filter), in none of the tables: a chunk's as one row of the log
+_LOG_INSERT = "INSERT INTO ids_log (ref, keys) VALUES (?1, ?2)"
+_LOG_ROWS = "SELECT j.value, l.ref FROM ids_log l, json_each(l.keys) j"
+# a connection that does not hold the log's keys in memory moves them into ids_recent first (looked up there)
+_LOG_FLUSH = "INSERT OR IGNORE INTO ids_recent (h, ref) " + _LOG_ROWS
+_LOG_CLEAR = "DELETE FROM ids_log"
+_LOG_MOVE = "INSERT OR IGNORE INTO {to} (h, ref) " + _LOG_ROWS + " ORDER BY 1"
+_LOG_KEYS = "SELECT json_group_array(j.value) FROM ids_log l, json_each(l.keys) j"
+_LOG_COUNT = "SELECT coalesce(sum(json_array_length(keys)), 0) FROM ids_log"
 # what loads the filter: a table's keys above ?1, a page at a time, as the JSON text HubKeyFilter.add reads
 _KEYS_AFTER = "SELECT json_group_array(h) FROM (SELECT h FROM {table} WHERE h > ?1 ORDER BY h LIMIT 65536)"
 _ANY_KEY = ("SELECT EXISTS (SELECT 1 FROM ids) OR EXISTS (SELECT 1 FROM ids_mid) "
-            "OR EXISTS (SELECT 1 FROM ids_recent)")
+            "OR EXISTS (SELECT 1 FROM ids_recent) OR EXISTS (SELECT 1 FROM ids_log)")
 _INSERT_IDS = ("INSERT OR IGNORE INTO ids (h, ref) SELECT ?1, ?2 "
                "WHERE NOT EXISTS (SELECT 1 FROM ids_recent WHERE h = ?1) "
                "AND NOT EXISTS (SELECT 1 FROM ids_mid WHERE h = ?1)")
@@ -349,10 +364,11 @@ def _ensure_schema(conn: sqlite3.Connection) -> bool:
         conn.execute(_VIEW)
     conn.execute("INSERT OR IGNORE INTO hub_meta (name, value) VALUES ('layout', ?)", (LAYOUT,))
     was = conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0]
-    if was in (2, 3) and conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout' AND value = ?",
-                                      (LAYOUT, was)).rowcount:
+    if was in (2, 3, 4) and conn.execute("UPDATE hub_meta SET value = ? WHERE name = 'layout' AND value = ?",
+                                         (LAYOUT, was)).rowcount:
         log.info("storage layout %d brought to %d (the %s added)", was, LAYOUT,
-                 "ids_recent and ids_mid tables" if was == 2 else "ids_mid table")
+                 {2: "ids_recent, ids_mid and ids_log tables", 3: "ids_mid and ids_log tables"}.get(
+                     was, "ids_log table"))
     layout = conn.execute("SELECT value FROM hub_meta WHERE name = 'layout'").fetchone()[0]
     if layout != LAYOUT:
         raise sqlite3.DatabaseError(f"the database has storage layout {layout!r}, written by another version of "
@@ -407,14 +423,15 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
                  hashed: Optional[Tuple[List[int], str]] = None,
                  packed: Optional[Tuple[bytes, bytes]] = None, recent: bool = False,
                  mid: bool = True, keyfilter: Optional[HubKeyFilter] = None,
-                 split: bool = False) -> List[int]:
+                 keylog: Optional[Dict[int, int]] = None) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
     ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
     ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, and ``packed`` the chunk's ``body`` and
     ``ends`` (:func:`_pack`), when the caller has them already. ``recent``: the keys go to ``ids_recent`` (needs
     JSON1); ``mid=False``: ``ids_mid`` is empty (the caller looked, in this transaction). ``keyfilter``: the
-    keys are added to it (needs JSON1); ``split`` (with ``recent``): the keys it never saw are inserted without a
-    look in the other tables, as they are in none (the caller checked that it is complete)."""
+    keys are added to it (needs JSON1). ``keylog`` (with ``recent`` and ``keyfilter``, which the caller checked is
+    complete): the keys of ``ids_log`` and their chunks, which this connection keeps in step with the table; the
+    keys the filter never saw, in none of the tables, go into the log as one row, without a look anywhere."""
     body, ends = packed if packed is not None else _pack(bodies)
     rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid
     if tag is not None:
@@ -426,11 +443,23 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
         keys = _id_keys(hashes) if json1 else ""
     if json1:
         stmt = (_INSERT_RECENT_JSON if mid else _INSERT_RECENT_JSON_IDS) if recent else _INSERT_IDS_JSON
-        if split and recent and keyfilter is not None:
+        if keylog is not None and recent and keyfilter is not None:
             new, maybe = keyfilter.split(keys)
-            inserted = conn.execute(_INSERT_RECENT_NEW, (rid, new)).rowcount if new != "[]" else 0
+            inserted = 0
+            if new != "[]":
+                fresh = orjson.loads(new)
+                logged = len(keylog)
+                keylog.update(dict.fromkeys(fresh, rid))
+                inserted = len(keylog) - logged
+                if inserted < len(fresh):  # a key twice in the chunk is inserted once (the slow path decides)
+                    new = orjson.dumps(sorted(set(fresh))).decode()
+                conn.execute(_LOG_INSERT, (rid, new))
             if maybe != "[]":
-                inserted += conn.execute(stmt, (rid, maybe)).rowcount
+                seen = orjson.loads(maybe)
+                rest = [k for k in seen if k not in keylog]  # a key of the log is taken
+                if rest:
+                    inserted += conn.execute(stmt, (rid, maybe if len(rest) == len(seen) else
+                                                    orjson.dumps(rest).decode())).rowcount
         else:
             inserted = conn.execute(stmt, (rid, keys)).rowcount
         if keyfilter is not None:  # before the commit: a key of a transaction rolled back only costs a look
@@ -452,7 +481,9 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
             continue
         first[eid] = i
         h = (h >> _HASH_SHIFT) & _HASH_MASK
-        holder = conn.execute(_HOLDER, (h,)).fetchone()[0]
+        holder = keylog.get(h) if keylog is not None else None
+        if holder is None:
+            holder = conn.execute(_HOLDER, (h,)).fetchone()[0]
         if holder == rid and h not in mine:
             mine.add(h)  # this position inserted it
             continue
@@ -609,6 +640,11 @@ class SQLiteStorage(Storage):
         # drops the filter for good at the first difference.
         self._filter: Optional[HubKeyFilter] = None
         self._filter_loaded = False
+        # The keys of ids_log and their chunks' rids, while _log_synced: this connection's transactions with the
+        # complete filter write the log, and keep this in step (cleared at a rollback, with _log_synced, so that
+        # the next transaction moves the log into ids_recent first, as one without the filter does each time).
+        self._keylog: Dict[int, int] = {}
+        self._log_synced = False
         self._data_version = 0
         self._filter_loader: Optional[threading.Thread] = None
 
@@ -655,6 +691,7 @@ class SQLiteStorage(Storage):
             return
         try:
             conn.execute("BEGIN")
+            keyfilter.add(conn.execute(_LOG_KEYS).fetchone()[0])  # at most what one move takes (_MERGE_AT)
             for table in ("ids", "ids_mid", "ids_recent"):
                 last = -1
                 while True:
@@ -673,7 +710,7 @@ class SQLiteStorage(Storage):
             conn.close()
 
     def _filter_complete(self, conn: sqlite3.Connection) -> bool:
-        """Writer thread, in a write transaction: whether the filter holds every key of the three tables."""
+        """Writer thread, in a write transaction: whether the filter holds every key of the four tables."""
         if self._filter is None:
             return False
         if conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
@@ -768,6 +805,8 @@ class SQLiteStorage(Storage):
             self._local.conn.execute(f"PRAGMA journal_size_limit = {_WAL_KEEP_BYTES}")
         self._key = _hash_key(self._local.conn)
         self._recent_rows = self._local.conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0]
+        if self._json:
+            self._recent_rows += self._local.conn.execute(_LOG_COUNT).fetchone()[0]
         if self._json:
             # the version first: a write by another connection after it turns the filter off (_filter_complete)
             self._data_version = self._local.conn.execute("PRAGMA data_version").fetchone()[0]
@@ -917,6 +956,9 @@ class SQLiteStorage(Storage):
                 to = "ids_mid" if ids_rows >= _MID_FROM else "ids"
                 moved = conn.execute(_MOVE.format(to=to)).rowcount
                 conn.execute("DELETE FROM ids_recent")
+                if self._json:
+                    moved += conn.execute(_LOG_MOVE.format(to=to)).rowcount
+                    conn.execute(_LOG_CLEAR)
                 mid = conn.execute("SELECT count(*) FROM ids_mid").fetchone()[0]
                 conn.execute("COMMIT")
         except Exception as exc:  # the writer goes on draining: the keys stay in ids_recent, where they count
@@ -925,6 +967,7 @@ class SQLiteStorage(Storage):
             log.warning("moving the recent ids into the index failed (tried again later): %s", exc)
             return
         self._recent_rows = 0
+        self._keylog.clear()  # the log is empty, as it is (or moved into ids_recent before its next use)
         self.merges += 1
         if to == "ids":
             ids_rows += moved
@@ -999,10 +1042,15 @@ class SQLiteStorage(Storage):
         try:
             while True:
                 writes = self._live(writes)
-                mid = not recent or conn.execute(_MID_USED).fetchone() is not None
                 split = self._filter_complete(conn) and recent  # looks at the data version in every transaction
+                # with the log only the few keys the filter may have seen are looked up: in ids_mid too, empty or not
+                mid = not recent or split or conn.execute(_MID_USED).fetchone() is not None
+                if not (split and self._log_synced):
+                    self._flush_log(conn)  # (its keys were counted in _recent_rows when logged)
+                    self._log_synced = split
+                keylog = self._keylog if split else None
                 for w in writes:
-                    w.dups = self._insert(conn, w, recent, mid, split)
+                    w.dups = self._insert(conn, w, recent, mid, keylog)
                 with self._lock:
                     if not any(w.withdrawn for w in writes):
                         for w in writes:  # past this point a cancelled handler waits for the outcome
@@ -1010,7 +1058,7 @@ class SQLiteStorage(Storage):
                         break
                 # a handler was cancelled meanwhile: its rows must not commit with the others
                 conn.execute("ROLLBACK")
-                self._cids.clear()
+                self._rolled_back()
                 conn.execute("BEGIN IMMEDIATE")  # this connection held the write lock a moment ago
             if not writes:
                 conn.execute("ROLLBACK")
@@ -1018,7 +1066,7 @@ class SQLiteStorage(Storage):
             conn.execute("COMMIT")
         except BaseException:
             _rollback_quietly(conn)
-            self._cids.clear()  # a rolled-back collection row must not stay cached
+            self._rolled_back()
             with self._lock:  # nothing was committed: a retry alone (_commit) may still leave a withdrawn one out
                 for w in writes:
                     if w.state == _COMMITTING:
@@ -1042,8 +1090,26 @@ class SQLiteStorage(Storage):
                 except Exception:  # the events are committed: a realtime failure must not fail the request
                     log.exception("realtime publish failed after commit (api %s)", w.api)
 
+    def _rolled_back(self) -> None:
+        """Writer thread, after a rollback: what this connection cached of the file may be gone with it."""
+        self._cids.clear()  # a rolled-back collection row must not stay cached
+        self._keylog.clear()  # the next transaction moves the log into ids_recent (_flush_log)
+        self._log_synced = False
+
+    def _flush_log(self, conn: sqlite3.Connection) -> None:
+        """Writer thread, in a write transaction: move the keys of ``ids_log`` into ``ids_recent``, where a
+        transaction without the log in memory looks them up."""
+        self._keylog.clear()
+        if self._json:
+            conn.execute(_LOG_FLUSH)
+        else:  # SQLite without JSON1 (a file another one wrote): the log's rows read here
+            for ref, keys in conn.execute("SELECT ref, keys FROM ids_log").fetchall():
+                conn.executemany("INSERT OR IGNORE INTO ids_recent (h, ref) VALUES (?, ?)",
+                                 [(k, ref) for k in orjson.loads(keys)])
+        conn.execute(_LOG_CLEAR)
+
     def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False, mid: bool = True,
-                split: bool = False) -> List[int]:
+                keylog: Optional[Dict[int, int]] = None) -> List[int]:
         """One request's chunks, inside the open transaction; returns the positions of its duplicates."""
         dups: List[int] = []
         offset = 0
@@ -1054,7 +1120,7 @@ class SQLiteStorage(Storage):
             packed = w.packed[g] if g < len(w.packed) else None
             dups.extend(offset + i for i in _store_chunk(conn, self._key, cid, eids, bodies, w.seq_ids,
                                                          self._json, hashed, packed, recent, mid,
-                                                         self._filter, split))
+                                                         self._filter, keylog))
             offset += len(eids)
         return dups
 
