@@ -206,6 +206,27 @@ class HubKeyFilter:
         """``(new, maybe)``: the keys of ``keys_json`` (as for ``add``) that were surely never added and the
         others, each a JSON array in the order given; ``(keys_json, "[]")``, the same str, when none may have
         been. ``ValueError`` as for ``add``."""
+    def split_add(self, keys_json: str) -> Tuple[str, str]:
+        """``split`` and ``add`` in one pass, key by key in the order given: each is looked at, then added (so a
+        key that comes twice is ``maybe`` the second time). ``ValueError`` as for ``add``."""
+
+class HubKeyLog:
+    """The keys of the hub's key log (``ids_log``) and, for each, the rid of the chunk that logged it: an exact
+    map in memory (the compiled class: open addressing over a table that ``clear`` keeps; the pure twin: a
+    dict). The compiled class holds the GIL through each call and the pure twin takes a lock."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+    def get(self, key: object) -> Optional[int]:
+        """The rid ``key`` is mapped to; ``None`` when it is not held (or not an int from 0 to 10**18 - 1)."""
+    def add(self, keys_json: str, ref: int) -> int:
+        """Map each key of ``keys_json`` (as for ``HubKeyFilter.add``) that is not held yet to ``ref`` (an int
+        from 0 to 2**63 - 1); returns how many were added. ``ValueError`` / ``TypeError`` for bad arguments."""
+    def absent(self, keys_json: str) -> str:
+        """The keys of ``keys_json`` that are not held, a JSON array in the order given; ``keys_json`` itself,
+        the same str, when none is held."""
+    def clear(self) -> None:
+        """Forget every key (the compiled class keeps its table for the next ones)."""
 
 def hub_connect_bulk(events: Iterable[Any], max_event_bytes: float) -> Optional[Tuple[List[str], List[bytes]]]:
     """The hub's bulk path for one collection of a Connect batch. ``(ids, bodies)`` when every event is a dict

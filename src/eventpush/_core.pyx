@@ -44,7 +44,7 @@ from cpython.dict cimport (
 )
 from cpython.list cimport PyList_Check, PyList_CheckExact, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_Check, PyLong_CheckExact
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.pyport cimport PY_SSIZE_T_MAX, PY_SSIZE_T_MIN
 from cpython.ref cimport Py_INCREF, Py_XDECREF
@@ -52,8 +52,8 @@ from cpython.set cimport PySet_Contains
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Check, PyUnicode_CheckExact
 from libc.math cimport ceil, frexp, isfinite, ldexp, llround
-from libc.stdint cimport uint64_t
-from libc.string cimport memchr, memcmp, memcpy, strlen
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 
 import os
 
@@ -1866,10 +1866,15 @@ cdef class HubKeyFilter:
     cdef int _set(self, uint64_t key) except -1:
         cdef uint64_t m = _kf_mix(key)
         cdef uint64_t bits = _kf_bits(m)
-        cdef uint64_t* block = _kf_block(self._tables[len(self._tables) - 1], m)
+        cdef uint64_t* block
         cdef int i
+        if self._in_last >= <long long>self._capacity[len(self._capacity) - 1]:
+            self._grow(2 * <long long>self._capacity[len(self._capacity) - 1])
+        block = _kf_block(self._tables[len(self._tables) - 1], m)
         for i in range(8):
             block[i] |= <uint64_t>1 << ((bits >> (6 * i)) & 63)
+        self._in_last += 1
+        self.keys += 1
         return 0
 
     def __contains__(self, key):
@@ -1887,11 +1892,7 @@ cdef class HubKeyFilter:
         while p < end and p[0] != b']':
             p = _kf_key(p, end, &key)
             p = _kf_next(p, end)
-            if self._in_last >= <long long>self._capacity[len(self._capacity) - 1]:
-                self._grow(2 * <long long>self._capacity[len(self._capacity) - 1])
             self._set(key)
-            self._in_last += 1
-            self.keys += 1
             last = <long long>key
         _kf_close(p, end)
         return last
@@ -1899,6 +1900,13 @@ cdef class HubKeyFilter:
     def split(self, keys_json):
         """``(new, maybe)``: the keys of ``keys_json`` this filter surely never saw and the others, each a JSON
         array in the order given; ``(keys_json, "[]")`` itself when it never saw any."""
+        return self._split(keys_json, False)
+
+    def split_add(self, keys_json):
+        """``split`` and ``add`` in one pass: each key is looked at, then added (one look at its block)."""
+        return self._split(keys_json, True)
+
+    cdef tuple _split(self, object keys_json, bint add):
         cdef const char* end
         cdef const char* start = _kf_open(keys_json, &end)
         cdef const char* p = start + 1
@@ -1925,12 +1933,147 @@ cdef class HubKeyFilter:
                     out.write_byte(b',')
                 out.write(p, q - p)
             p = _kf_next(q, end)
+            if add:
+                self._set(key)
         _kf_close(p, end)
         if maybe is None:
             return keys_json, "[]"
         new.write_byte(b']')
         maybe.write_byte(b']')
         return _ascii(new.data, new.len), _ascii(maybe.data, maybe.len)
+
+
+cdef enum:
+    KL_FIRST_SLOTS = 1 << 17  # twice the keys one move of the hub's key log takes (_MERGE_AT), rounded up
+
+
+cdef class HubKeyLog:
+    """The keys of the hub's key log and the rid of the chunk that logged each: an exact hash map of index keys
+    (open addressing, linear probing; a slot holds key + 1, 0 when empty) that ``clear`` empties without giving
+    back its table. See ``_core.pyi``."""
+    cdef uint64_t* _slots
+    cdef int64_t* _refs
+    cdef Py_ssize_t _mask
+    cdef Py_ssize_t _size
+
+    def __cinit__(self):
+        self._slots = NULL
+        self._refs = NULL
+        self._alloc(KL_FIRST_SLOTS)
+
+    def __dealloc__(self):
+        PyMem_Free(self._slots)
+        PyMem_Free(self._refs)
+
+    cdef int _alloc(self, Py_ssize_t n) except -1:
+        cdef uint64_t* slots = <uint64_t*>PyMem_Calloc(n, sizeof(uint64_t))
+        cdef int64_t* refs = <int64_t*>PyMem_Malloc(n * sizeof(int64_t))
+        if slots == NULL or refs == NULL:
+            PyMem_Free(slots)
+            PyMem_Free(refs)
+            raise MemoryError()
+        PyMem_Free(self._slots)
+        PyMem_Free(self._refs)
+        self._slots = slots
+        self._refs = refs
+        self._mask = n - 1
+        self._size = 0
+        return 0
+
+    cdef inline Py_ssize_t _find(self, uint64_t key) noexcept:
+        """The slot holding ``key``, or the empty one where it would go."""
+        cdef Py_ssize_t i = <Py_ssize_t>(_kf_mix(key) & <uint64_t>self._mask)
+        while self._slots[i] != 0 and self._slots[i] != key + 1:
+            i = (i + 1) & self._mask
+        return i
+
+    cdef int _put(self, uint64_t key, int64_t ref) except -1:
+        """Add ``key`` unless held; returns 1 when added."""
+        cdef uint64_t* old_slots
+        cdef int64_t* old_refs
+        cdef Py_ssize_t i, n
+        if (self._size + 1) * 2 > self._mask + 1:  # at most half full: short probes
+            old_slots, old_refs, n = self._slots, self._refs, self._mask + 1
+            self._slots = self._refs = NULL
+            try:
+                self._alloc(2 * n)
+            except MemoryError:
+                self._slots, self._refs, self._mask = old_slots, old_refs, n - 1
+                raise
+            for i in range(n):
+                if old_slots[i] != 0:
+                    self._put(old_slots[i] - 1, old_refs[i])
+            PyMem_Free(old_slots)
+            PyMem_Free(old_refs)
+        i = self._find(key)
+        if self._slots[i] != 0:
+            return 0
+        self._slots[i] = key + 1
+        self._refs[i] = ref
+        self._size += 1
+        return 1
+
+    def __len__(self):
+        return self._size
+
+    def __contains__(self, key):
+        return self.get(key) is not None
+
+    def get(self, key):
+        cdef Py_ssize_t i
+        if not PyLong_CheckExact(key) or key < 0 or key >= 10 ** 18:
+            return None
+        i = self._find(<uint64_t>key)
+        return self._refs[i] if self._slots[i] != 0 else None
+
+    def add(self, keys_json, ref):
+        """Map each key of ``keys_json`` not held yet to ``ref``; returns how many were added."""
+        if not PyLong_CheckExact(ref):
+            raise TypeError("ref must be an int")
+        if ref < 0 or ref >= 2 ** 63:
+            raise ValueError("ref must be from 0 to 2**63 - 1")
+        cdef const char* end
+        cdef const char* p = _kf_open(keys_json, &end) + 1
+        cdef uint64_t key
+        cdef Py_ssize_t added = 0
+        while p < end and p[0] != b']':
+            p = _kf_key(p, end, &key)
+            p = _kf_next(p, end)
+            added += self._put(key, <int64_t>ref)
+        _kf_close(p, end)
+        return added
+
+    def absent(self, keys_json):
+        """The keys of ``keys_json`` not held, a JSON array in the order given (``keys_json`` itself when none
+        is held)."""
+        cdef const char* end
+        cdef const char* start = _kf_open(keys_json, &end)
+        cdef const char* p = start + 1
+        cdef const char* q
+        cdef uint64_t key
+        cdef _Buf out = None
+        while p < end and p[0] != b']':
+            q = _kf_key(p, end, &key)
+            if self._slots[self._find(key)] != 0:
+                if out is None:  # the keys before this one were all absent
+                    out = _Buf()
+                    out.write(start, p - start)
+                    if out.len > 1:
+                        out.len -= 1  # the ',' before this key
+            elif out is not None:
+                if out.len > 1:
+                    out.write_byte(b',')
+                out.write(p, q - p)
+            p = _kf_next(q, end)
+        _kf_close(p, end)
+        if out is None:
+            return keys_json
+        out.write_byte(b']')
+        return _ascii(out.data, out.len)
+
+    def clear(self):
+        memset(self._slots, 0, (self._mask + 1) * sizeof(uint64_t))
+        self._size = 0
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1381,25 +1381,87 @@ class HubKeyFilter:
         keys = _kf_keys(keys_json)
         with self._lock:
             for key in keys:
-                if self._in_last >= self._capacity[-1]:
-                    self._grow(2 * self._capacity[-1])
-                m, bits = _kf_hash(key)
-                t = self._tables[-1]
-                base = _kf_base(t, m)
-                for i in range(8):
-                    t[base + i] |= 1 << ((bits >> (6 * i)) & 63)
-                self._in_last += 1
-                self.keys += 1
+                self._set(key)
         return keys[-1] if keys else -1
 
+    def _set(self, key: int) -> None:
+        if self._in_last >= self._capacity[-1]:
+            self._grow(2 * self._capacity[-1])
+        m, bits = _kf_hash(key)
+        t = self._tables[-1]
+        base = _kf_base(t, m)
+        for i in range(8):
+            t[base + i] |= 1 << ((bits >> (6 * i)) & 63)
+        self._in_last += 1
+        self.keys += 1
+
+
+
     def split(self, keys_json: str) -> Tuple[str, str]:
+        return self._split(keys_json, False)
+
+    def split_add(self, keys_json: str) -> Tuple[str, str]:
+        return self._split(keys_json, True)
+
+    def _split(self, keys_json: str, add: bool) -> Tuple[str, str]:
         keys = _kf_keys(keys_json)
+        new: List[int] = []
+        maybe: List[int] = []
         with self._lock:
-            maybe = [k for k in keys if self._maybe(k)]
+            for key in keys:  # in order: with ``add`` a key may be seen by the ones after it
+                (maybe if self._maybe(key) else new).append(key)
+                if add:
+                    self._set(key)
         if not maybe:
             return keys_json, "[]"
-        held = set(maybe)
-        return orjson.dumps([k for k in keys if k not in held]).decode(), orjson.dumps(maybe).decode()
+        return orjson.dumps(new).decode(), orjson.dumps(maybe).decode()
+
+
+class HubKeyLog:
+    """The compiled core's ``HubKeyLog`` (see ``_core.pyi``): the keys of the hub's key log and the rid of the
+    chunk that logged each, in a dict."""
+
+    def __init__(self) -> None:
+        self._refs: Dict[int, int] = {}
+        self._lock = threading.Lock()  # the compiled class holds the GIL throughout each call
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def get(self, key: object) -> Optional[int]:
+        if type(key) is not int or not 0 <= key < _KF_KEY_END:
+            return None
+        return self._refs.get(key)
+
+    def add(self, keys_json: str, ref: int) -> int:
+        keys = _kf_keys(keys_json)
+        ref = _kl_ref(ref)
+        with self._lock:
+            held = len(self._refs)
+            for key in keys:
+                self._refs.setdefault(key, ref)
+            return len(self._refs) - held
+
+    def absent(self, keys_json: str) -> str:
+        keys = _kf_keys(keys_json)
+        with self._lock:
+            rest = [k for k in keys if k not in self._refs]
+        return keys_json if len(rest) == len(keys) else orjson.dumps(rest).decode()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._refs.clear()
+
+
+def _kl_ref(ref: object) -> int:
+    if type(ref) is not int:
+        raise TypeError("ref must be an int")
+    if not 0 <= ref < 1 << 63:
+        raise ValueError("ref must be from 0 to 2**63 - 1")
+    return ref
 
 
 def hub_connect_bulk(events: List[Any], max_event_bytes: int) -> Optional[Tuple[List[str], List[bytes]]]:

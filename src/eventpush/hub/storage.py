@@ -44,11 +44,12 @@ held at start (loaded in the background), in a Bloom filter in memory (``HubKeyF
 key): the keys it never saw, nearly all of a request of new ids, are in none of the tables. They go into the
 append-only ``ids_log``, one row per chunk, which a commit writes as a page or two at the end of the table, where
 an insert into ``ids_recent`` rewrote most of its pages (~650 bytes of WAL per event at 500 events per request):
-the process keeps the log's keys in memory too (a dict, key → rid, while it writes the log itself), for the few
-keys the filter may have seen, and moves the log on with ``ids_recent``, every 50,000 keys. The filter misses what
-other connections store, so it serves only while no other one writes the file (``PRAGMA data_version``, in each
-transaction); with ``--workers N`` it is off and every key is looked up. A transaction without the filter, or
-without the log in memory (after a restart or a rollback), first moves the log into ``ids_recent``.
+the process keeps the log's keys in memory too (``HubKeyLog`` of the core, key → rid, while it writes the log
+itself), for the few keys the filter may have seen, and moves the log on with ``ids_recent``, every 50,000 keys.
+The filter misses what other connections store, so it serves only while no other one writes the file (``PRAGMA
+data_version``, in each transaction); with ``--workers N`` it is off and every key is looked up. A transaction
+without the filter, or without the log in memory (after a restart or a rollback), first moves the log into
+``ids_recent``.
 
 Writes run on one dedicated writer thread per process, with one ``INSERT … SELECT … FROM json_each(?)`` per chunk
 (executemany when SQLite lacks JSON1), so the event loop never waits on SQLite, and a handler answers only after
@@ -84,8 +85,8 @@ import orjson
 from .. import _impl
 from ..errors import ClosedError
 
-if TYPE_CHECKING:  # the compiled class or its pure twin (_impl.core)
-    from .._core_py import HubKeyFilter
+if TYPE_CHECKING:  # the compiled classes or their pure twins (_impl.core)
+    from .._core_py import HubKeyFilter, HubKeyLog
 
 __all__ = ["Storage", "SQLiteStorage", "SinkStorage", "init_db", "Group"]
 
@@ -423,7 +424,7 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
                  hashed: Optional[Tuple[List[int], str]] = None,
                  packed: Optional[Tuple[bytes, bytes]] = None, recent: bool = False,
                  mid: bool = True, keyfilter: Optional[HubKeyFilter] = None,
-                 keylog: Optional[Dict[int, int]] = None) -> List[int]:
+                 keylog: Optional[HubKeyLog] = None) -> List[int]:
     """Store one chunk (inside the open transaction); returns the positions that were duplicates (not stored).
     ``tag``: Barchart's batch id (its events take no ``ids`` rows); ``None`` for Connect events. ``hashed``: the
     ids' ``hub_id_hashes`` under ``key`` and ``cid`` and their ``_id_keys``, and ``packed`` the chunk's ``body`` and
@@ -433,7 +434,7 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
     complete): the keys of ``ids_log`` and their chunks, which this connection keeps in step with the table; the
     keys the filter never saw, in none of the tables, go into the log as one row, without a look anywhere."""
     body, ends = packed if packed is not None else _pack(bodies)
-    rid = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid
+    rid: int = conn.execute(_INSERT_CHUNK, (cid, len(bodies), tag, body, ends)).lastrowid  # type: ignore[assignment]
     if tag is not None:
         return []
     if hashed is not None:
@@ -443,27 +444,22 @@ def _store_chunk(conn: sqlite3.Connection, key: bytes, cid: int, eids: List[str]
         keys = _id_keys(hashes) if json1 else ""
     if json1:
         stmt = (_INSERT_RECENT_JSON if mid else _INSERT_RECENT_JSON_IDS) if recent else _INSERT_IDS_JSON
+        # the keys go into the filter before the commit: a key of a transaction rolled back only costs a look
         if keylog is not None and recent and keyfilter is not None:
-            new, maybe = keyfilter.split(keys)
+            # PERF: one look at each key's block of the filter for both (split, then add: half the cache misses)
+            new, maybe = keyfilter.split_add(keys)  # a key twice in the chunk is maybe the second time
             inserted = 0
             if new != "[]":
-                fresh = orjson.loads(new)
-                logged = len(keylog)
-                keylog.update(dict.fromkeys(fresh, rid))
-                inserted = len(keylog) - logged
-                if inserted < len(fresh):  # a key twice in the chunk is inserted once (the slow path decides)
-                    new = orjson.dumps(sorted(set(fresh))).decode()
+                inserted = keylog.add(new, rid)
                 conn.execute(_LOG_INSERT, (rid, new))
             if maybe != "[]":
-                seen = orjson.loads(maybe)
-                rest = [k for k in seen if k not in keylog]  # a key of the log is taken
-                if rest:
-                    inserted += conn.execute(stmt, (rid, maybe if len(rest) == len(seen) else
-                                                    orjson.dumps(rest).decode())).rowcount
+                rest = keylog.absent(maybe)  # a key of the log is taken
+                if rest != "[]":
+                    inserted += conn.execute(stmt, (rid, rest)).rowcount
         else:
             inserted = conn.execute(stmt, (rid, keys)).rowcount
-        if keyfilter is not None:  # before the commit: a key of a transaction rolled back only costs a look
-            keyfilter.add(keys)
+            if keyfilter is not None:
+                keyfilter.add(keys)
     else:
         rows = (((h >> _HASH_SHIFT) & _HASH_MASK, rid) for h in hashes)
         inserted = conn.executemany(_INSERT_IDS, rows).rowcount
@@ -643,7 +639,7 @@ class SQLiteStorage(Storage):
         # The keys of ids_log and their chunks' rids, while _log_synced: this connection's transactions with the
         # complete filter write the log, and keep this in step (cleared at a rollback, with _log_synced, so that
         # the next transaction moves the log into ids_recent first, as one without the filter does each time).
-        self._keylog: Dict[int, int] = {}
+        self._keylog: HubKeyLog = _impl.core.HubKeyLog()
         self._log_synced = False
         self._data_version = 0
         self._filter_loader: Optional[threading.Thread] = None
@@ -1109,7 +1105,7 @@ class SQLiteStorage(Storage):
         conn.execute(_LOG_CLEAR)
 
     def _insert(self, conn: sqlite3.Connection, w: "_Write", recent: bool = False, mid: bool = True,
-                keylog: Optional[Dict[int, int]] = None) -> List[int]:
+                keylog: Optional[HubKeyLog] = None) -> List[int]:
         """One request's chunks, inside the open transaction; returns the positions of its duplicates."""
         dups: List[int] = []
         offset = 0
