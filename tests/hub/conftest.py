@@ -9,9 +9,18 @@ import pytest
 
 from hub_support import KEY, PROJECT, Hub
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    """Keep each phase's report on the test item, for the fixtures' teardown (``hub_factory``)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
-def hub_factory(tmp_path: Any) -> Iterator[Any]:
-    """Start hubs with custom options: ``hub_factory("--sink")``; all are stopped at teardown."""
+def hub_factory(tmp_path: Any, request: Any) -> Iterator[Any]:
+    """Start hubs with custom options: ``hub_factory("--sink")``; all are stopped at teardown, and when the test
+    failed their logs are printed (the report's captured teardown output): a 500's traceback is only there."""
     started: List[Hub] = []
 
     def make(*args: str, db: Optional[str] = None, start: bool = True) -> Hub:
@@ -24,6 +33,11 @@ def hub_factory(tmp_path: Any) -> Iterator[Any]:
     finally:
         for h in started:
             h.stop()
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            for h in started:
+                print(f"--- the log of the hub on port {h.port} ({h.log_path}), its last 20,000 characters:")
+                print(h.logs()[-20_000:])
 
 
 @pytest.fixture(scope="module")
