@@ -1815,6 +1815,51 @@ cdef inline int _kf_close(const char* p, const char* end) except -1:
     return 0
 
 
+cdef class _KfParts:
+    """A JSON array of index keys cut in two, key by key in the order given (``put``): the keys ``picked`` and the
+    ``rest``, which stays the array's text itself until the first key is picked, and is copied then."""
+    cdef object text
+    cdef const char* start  # the text's '[' (its UTF-8, cached in the str this object holds)
+    cdef _Buf rest
+    cdef _Buf picked
+
+    cdef int put(self, const char* p, const char* q, bint pick) except -1:
+        """The key between ``p`` and ``q`` (a position in the text) into ``picked`` or into ``rest``."""
+        cdef _Buf out
+        if pick:
+            if self.picked is None:  # the keys before this one were all rest: the text up to here
+                self.picked = _Buf()
+                self.picked.write_byte(b'[')
+                self.rest = _Buf()
+                self.rest.write(self.start, p - self.start)
+                if self.rest.len > 1:
+                    self.rest.len -= 1  # the ',' before this key
+            out = self.picked
+        else:
+            out = self.rest
+        if out is not None:
+            if out.len > 1:
+                out.write_byte(b',')
+            out.write(p, q - p)
+        return 0
+
+    cdef tuple result(self):
+        """``(rest, picked)``, each a JSON array; ``(text, "[]")``, the same str, when no key was picked."""
+        if self.picked is None:
+            return self.text, "[]"
+        self.rest.write_byte(b']')
+        self.picked.write_byte(b']')
+        return _ascii(self.rest.data, self.rest.len), _ascii(self.picked.data, self.picked.len)
+
+
+cdef inline _KfParts _kf_parts(object keys_json, const char** end):
+    """``_kf_open`` for a cut of ``keys_json`` in two (``_KfParts``)."""
+    cdef _KfParts parts = _KfParts.__new__(_KfParts)
+    parts.start = _kf_open(keys_json, end)
+    parts.text = keys_json
+    return parts
+
+
 cdef class HubKeyFilter:
     """The keys the hub's writer put in its index, for a look in memory before the look in SQLite: a key the
     filter never saw is surely not there. A split-block Bloom filter (one 64-byte block per key, a bit in each
@@ -1908,39 +1953,18 @@ cdef class HubKeyFilter:
 
     cdef tuple _split(self, object keys_json, bint add):
         cdef const char* end
-        cdef const char* start = _kf_open(keys_json, &end)
-        cdef const char* p = start + 1
+        cdef _KfParts parts = _kf_parts(keys_json, &end)
+        cdef const char* p = parts.start + 1
         cdef const char* q
         cdef uint64_t key
-        cdef _Buf new = None
-        cdef _Buf maybe = None
-        cdef _Buf out
         while p < end and p[0] != b']':
             q = _kf_key(p, end, &key)
-            if self._maybe(key):
-                if maybe is None:  # the keys before this one were all new
-                    maybe = _Buf()
-                    maybe.write_byte(b'[')
-                    new = _Buf()
-                    new.write(start, p - start)
-                    if new.len > 1:
-                        new.len -= 1  # the ',' before this key
-                out = maybe
-            else:
-                out = new
-            if out is not None:
-                if out.len > 1:
-                    out.write_byte(b',')
-                out.write(p, q - p)
+            parts.put(p, q, self._maybe(key))  # picked: maybe
             p = _kf_next(q, end)
             if add:
                 self._set(key)
         _kf_close(p, end)
-        if maybe is None:
-            return keys_json, "[]"
-        new.write_byte(b']')
-        maybe.write_byte(b']')
-        return _ascii(new.data, new.len), _ascii(maybe.data, maybe.len)
+        return parts.result()
 
 
 cdef enum:
@@ -2047,29 +2071,16 @@ cdef class HubKeyLog:
         """The keys of ``keys_json`` not held, a JSON array in the order given (``keys_json`` itself when none
         is held)."""
         cdef const char* end
-        cdef const char* start = _kf_open(keys_json, &end)
-        cdef const char* p = start + 1
+        cdef _KfParts parts = _kf_parts(keys_json, &end)
+        cdef const char* p = parts.start + 1
         cdef const char* q
         cdef uint64_t key
-        cdef _Buf out = None
         while p < end and p[0] != b']':
             q = _kf_key(p, end, &key)
-            if self._slots[self._find(key)] != 0:
-                if out is None:  # the keys before this one were all absent
-                    out = _Buf()
-                    out.write(start, p - start)
-                    if out.len > 1:
-                        out.len -= 1  # the ',' before this key
-            elif out is not None:
-                if out.len > 1:
-                    out.write_byte(b',')
-                out.write(p, q - p)
+            parts.put(p, q, self._slots[self._find(key)] != 0)  # picked: held
             p = _kf_next(q, end)
         _kf_close(p, end)
-        if out is None:
-            return keys_json
-        out.write_byte(b']')
-        return _ascii(out.data, out.len)
+        return parts.result()[0]
 
     def clear(self):
         memset(self._slots, 0, (self._mask + 1) * sizeof(uint64_t))

@@ -1395,8 +1395,6 @@ class HubKeyFilter:
         self._in_last += 1
         self.keys += 1
 
-
-
     def split(self, keys_json: str) -> Tuple[str, str]:
         return self._split(keys_json, False)
 

@@ -803,7 +803,6 @@ class SQLiteStorage(Storage):
         self._recent_rows = self._local.conn.execute("SELECT count(*) FROM ids_recent").fetchone()[0]
         if self._json:
             self._recent_rows += self._local.conn.execute(_LOG_COUNT).fetchone()[0]
-        if self._json:
             # the version first: a write by another connection after it turns the filter off (_filter_complete)
             self._data_version = self._local.conn.execute("PRAGMA data_version").fetchone()[0]
             self._filter = _impl.core.HubKeyFilter()
